@@ -1,0 +1,1 @@
+"""Train, compare and sweep MLPs, CNNs and RNNs with Hydra and Lightning: `python -m experiments`."""

@@ -1,0 +1,3 @@
+from experiments.train import main
+
+main()

@@ -1,0 +1,86 @@
+"""Callbacks of our own: Lightning ships the rest (checkpointing, early stopping, LR monitor)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
+
+
+class Throughput(L.Callback):
+    """Training samples per second, timed over the training batches only (validation excluded).
+
+    The first epoch carries the warm-up (allocations, cuDNN autotuning, lazy inits), so once a run
+    has more than one epoch the figure covers the later ones only: the steady state a benchmark sees.
+    Logged per epoch as `train/samples_per_s`; the run's figure is `samples_per_second`.
+    """
+
+    def __init__(self) -> None:
+        self.epochs: list[tuple[int, float]] = []  # (samples, seconds) per finished training epoch
+        self._samples = 0
+        self._seconds = 0.0
+        self._running_since: float | None = None  # None while validation interrupts training
+
+    def _now(self, trainer: L.Trainer) -> float:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()  # a few times per epoch: queued GPU work belongs to the time before it
+        return time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._samples, self._seconds, self._running_since = 0, 0.0, self._now(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._samples += len(batch[1])
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._running_since is not None:
+            self._seconds += self._now(trainer) - self._running_since
+            self._running_since = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._running_since = self._now(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._running_since is not None:
+            self._seconds += self._now(trainer) - self._running_since
+            self._running_since = None
+        self.epochs.append((self._samples, self._seconds))
+        if self._seconds > 0:
+            pl_module.log("train/samples_per_s", self._samples / self._seconds)
+
+    @property
+    def samples_per_second(self) -> float | None:
+        steady = self.epochs[1:] or self.epochs
+        seconds = sum(s for _, s in steady)
+        return sum(n for n, _ in steady) / seconds if seconds > 0 else None
+
+
+class ProgressBar(TQDMProgressBar):
+    """Live bars on a terminal; elsewhere (CI, SLURM or piped logs) one plain line per epoch instead."""
+
+    SHOWN = ("train/loss", "train/acc", "val/loss", "val/acc")
+
+    def __init__(self, refresh_rate: int = 10) -> None:
+        super().__init__(refresh_rate=refresh_rate)
+        self.plain = not sys.stdout.isatty()
+        if self.plain:
+            self.disable()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self._epoch_started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self.plain and trainer.is_global_zero:
+            metrics = trainer.callback_metrics
+            shown = [f"{key} {float(metrics[key]):.4f}" for key in self.SHOWN if key in metrics]
+            seconds = time.perf_counter() - self._epoch_started
+            print(
+                f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {'  '.join(shown)}  ({seconds:.1f} s)",
+                flush=True,
+            )

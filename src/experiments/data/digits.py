@@ -1,0 +1,41 @@
+"""scikit-learn's 8x8 handwritten digits: 1,797 images bundled with scikit-learn, so runs work offline."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from experiments.data.in_memory import InMemoryDataModule
+
+
+class DigitsDataModule(InMemoryDataModule):
+    """Digits 0-9 as 1x8x8 images with pixel values 0..16, split into train/val/test from `seed`."""
+
+    spec = {"kind": "image", "shape": [1, 8, 8], "num_classes": 10}
+
+    def __init__(self, batch_size: int = 64, val_size: float = 0.15, test_size: float = 0.15, seed: int = 0):
+        super().__init__(batch_size=batch_size, seed=seed)
+        self.val_size, self.test_size = val_size, test_size
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        digits = load_digits()
+        x = digits.images.astype(np.uint8)[:, None]  # (N, 1, 8, 8), values 0..16
+        y = digits.target.astype(np.int64)
+        holdout = self.val_size + self.test_size
+        x_train, x_rest, y_train, y_rest = train_test_split(x, y, test_size=holdout, stratify=y, random_state=self.seed)
+        x_val, x_test, y_val, y_test = train_test_split(
+            x_rest, y_rest, test_size=self.test_size / holdout, stratify=y_rest, random_state=self.seed
+        )
+        self.mean = (float(x_train.mean()),)
+        self.std = (float(x_train.std()),)
+        for name, (xs, ys) in {
+            "train": (x_train, y_train),
+            "val": (x_val, y_val),
+            "test": (x_test, y_test),
+        }.items():
+            self.splits[name] = (torch.from_numpy(xs), torch.from_numpy(ys))

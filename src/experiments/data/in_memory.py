@@ -1,0 +1,108 @@
+"""Datasets held in memory as compact tensors; a batch is an index slice, preprocessing runs per batch.
+
+Our datasets are small enough to live in memory whole (uint8 images, integer token ids), so a training
+step needs no per-sample Python: `TensorBatches` slices a shuffled index, and the DataModule turns the
+batch into float inputs only after it reached its device (`on_after_batch_transfer`), where
+normalisation and augmentation run on the whole batch at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import lightning as L
+import torch
+
+
+class TensorBatches:
+    """Batches `(x[idx], y[idx])` of whole in-memory splits, in a fresh order each epoch when shuffled.
+
+    The order depends only on `seed` and the epoch number, so a resumed run sees the same batches.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.y) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.y)
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch())
+            order = torch.randperm(n, generator=generator)
+            for start in range(0, n, self.batch_size):
+                idx = order[start : start + self.batch_size]
+                yield self.x[idx], self.y[idx]
+        else:  # contiguous slices are views: no copy at all
+            for start in range(0, n, self.batch_size):
+                yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
+
+
+class InMemoryDataModule(L.LightningDataModule):
+    """Base for our datasets: subclasses fill `self.splits` in `setup` and describe their input in `spec`.
+
+    `spec` is what a net needs to fit the data, as plain values, e.g.
+    `{"kind": "image", "shape": [1, 8, 8], "num_classes": 10}` or
+    `{"kind": "text", "vocab_size": 20000, "pad_index": 0, "seq_len": 256, "num_classes": 2}`.
+    Image subclasses also set per-channel `mean` and `std` (in the units of the stored pixels).
+    """
+
+    spec: dict
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __init__(self, batch_size: int, seed: int = 0, eval_batch_size: int | None = None) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or 4 * batch_size  # no gradients: larger batches are free
+        self.seed = seed
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def train_dataloader(self) -> TensorBatches:
+        x, y = self.splits["train"]
+        return TensorBatches(x, y, self.batch_size, shuffle=True, seed=self.seed, epoch=self._current_epoch)
+
+    def val_dataloader(self) -> TensorBatches:
+        return TensorBatches(*self.splits["val"], self.eval_batch_size)
+
+    def test_dataloader(self) -> TensorBatches:
+        return TensorBatches(*self.splits["test"], self.eval_batch_size)
+
+    def predict_dataloader(self) -> TensorBatches:
+        return self.test_dataloader()
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        x, y = batch
+        if self.spec["kind"] == "image":
+            x = self.normalize(x)
+            if self.trainer is not None and self.trainer.training:
+                x = self.augment(x)
+        else:
+            x = x.long()
+        return x, y.long()
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return (x.float() - mean) / std
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Training-time augmentation of a normalised batch, on its device; none by default."""
+        return x

@@ -1,0 +1,1 @@
+"""The one `Classifier` LightningModule (classifier.py), its optimisers (optim.py) and the plain nets (nets/)."""

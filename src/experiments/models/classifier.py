@@ -1,0 +1,74 @@
+"""The one LightningModule: any net from `nets/`, cross-entropy, accuracy and macro-F1, optimiser and schedule.
+
+Its hyperparameters are plain values (dicts, lists, numbers, strings), so checkpoints load with
+torch's default `weights_only=True`, and `Classifier.load_from_checkpoint(path)` rebuilds the net.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from experiments.models.nets import build_net
+from experiments.models.optim import build_optimizer, build_scheduler
+
+
+class Classifier(L.LightningModule):
+    def __init__(
+        self,
+        spec: dict,
+        net: dict,
+        optimizer: dict,
+        scheduler: dict,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = build_net(net, spec)
+        self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        num_classes = spec["num_classes"]
+        metrics = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "f1": MulticlassF1Score(num_classes, average="macro"),
+            }
+        )
+        # One copy per stage: each accumulates on the device and is read once, at the epoch's end.
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _shared_step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(logits, y)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self(batch[0]).softmax(dim=1)
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.net, self.hparams.optimizer)
+        scheduler = build_scheduler(optimizer, self.hparams.scheduler, self.trainer.estimated_stepping_batches)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

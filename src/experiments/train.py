@@ -1,0 +1,187 @@
+"""Train, then test, one model on one dataset: the task behind `python -m experiments`.
+
+    python -m experiments                                  # the CNN on the bundled digits, offline
+    python -m experiments model=rnn trainer.max_epochs=5 seed=7
+    python -m experiments model=mlp optimizer=sgd optimizer.lr=0.1 model.width=512
+    python -m experiments --help                           # the config groups and their options
+    python -m experiments --cfg job                        # print the composed config, run nothing
+
+Every run writes its own directory: `.hydra/` (the composed config), `tensorboard/`, `checkpoints/`
+(best and last) and `metrics.json`. `train()` returns the objective, so any Hydra sweeper can use it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import NoReturn
+
+import hydra
+from hydra.errors import (
+    HydraException,
+    InstantiationException,
+    MissingConfigException,
+    OverrideParseException,
+)
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from experiments.config import UserError, config_dir, validate
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> float:
+    validate(cfg)
+    started = time.perf_counter()
+    # Imported here, not at the top, so that --help, --cfg and config errors answer without loading torch.
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from experiments.callbacks import Throughput
+    from experiments.models.classifier import Classifier
+
+    quiet_lightning()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    model = Classifier(
+        spec=datamodule.spec,
+        net=plain(cfg.model),
+        optimizer=plain(cfg.optimizer),
+        scheduler=plain(cfg.scheduler),
+        label_smoothing=cfg.label_smoothing,
+    )
+    throughput = Throughput()
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] + [throughput]
+    loggers = [instantiate(c) for c in cfg.logger.values() if c]
+    trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=pick_precision(cfg.trainer)
+    )
+
+    trainer.fit(model, datamodule=datamodule)
+    fit_seconds = time.perf_counter() - started
+    val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    checkpoint = trainer.checkpoint_callback
+    best_path = checkpoint.best_model_path if checkpoint is not None else ""
+    test_metrics = {}
+    if cfg.test:
+        # The best checkpoint when there is one (not under fast_dev_run or without checkpointing).
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+        test_metrics = {k: float(v) for k, v in results[0].items()}
+
+    if checkpoint is not None and checkpoint.best_model_score is not None:
+        objective = float(checkpoint.best_model_score)
+    else:
+        objective = val_metrics.get(cfg.objective, float("nan"))
+    output_dir = Path(cfg.paths.output_dir)
+    metrics = {
+        "objective": {"metric": cfg.objective, "mode": cfg.objective_mode, "value": objective},
+        "val": val_metrics,
+        "test": test_metrics,
+        "epochs": trainer.current_epoch,
+        "global_steps": trainer.global_step,
+        "fit_seconds": round(fit_seconds, 3),
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "samples_per_second": throughput.samples_per_second,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "best_checkpoint": best_path,
+    }
+    write_json_atomically(output_dir / "metrics.json", metrics)
+    print_summary(metrics, output_dir)
+    return objective
+
+
+def quiet_lightning() -> None:
+    """Lightning's messages go through the run's log handlers once, without advertisements."""
+    logging.getLogger("lightning").handlers.clear()  # its own console handler would print each line twice
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: not str(record.msg).startswith("💡 Tip")
+    )
+    # Lightning 2.6 calls a pytree helper that torch >= 2.10 deprecates; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+def plain(node: DictConfig) -> dict:
+    """Config node -> plain dict, so hyperparameters stored in checkpoints hold no OmegaConf objects."""
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def pick_precision(trainer_cfg: DictConfig) -> str:
+    """`auto`: bf16 mixed precision on a GPU that has it (fp16 on older ones), else full fp32."""
+    if trainer_cfg.precision != "auto":
+        return trainer_cfg.precision
+    import torch
+
+    if trainer_cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    temporary.replace(path)  # a reader never sees a half-written file
+
+
+def print_summary(metrics: dict, output_dir: Path) -> None:
+    test, objective = metrics["test"], metrics["objective"]
+    lines = []
+    if test:
+        lines.append(f"test accuracy  {test['test/acc']:.4f}   test loss {test['test/loss']:.4f}")
+    lines += [
+        f"best {objective['metric']:<9} {objective['value']:.4f}   after {metrics['epochs']} epochs",
+        f"time           {metrics['wall_seconds']:.1f} s"
+        + (f"   {metrics['samples_per_second']:,.0f} training samples/s" if metrics["samples_per_second"] else ""),
+        f"checkpoint     {metrics['best_checkpoint'] or '(none saved)'}",
+        f"run directory  {output_dir}",
+        f"dashboard      tensorboard --logdir {output_dir}",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+def _hydra_main(cfg: DictConfig) -> float:
+    try:
+        return train(cfg)
+    except (UserError, InstantiationException) as error:
+        exit_for_user_error(error)  # here, before Hydra adds its own report of the failed job
+
+
+def describe(error: BaseException) -> str:
+    """One line for a user's mistake: what is wrong and what is allowed."""
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file and error.options is not None:
+        group, _, option = error.missing_cfg_file.rpartition("/")
+        return f"{group}={option}: no such option; choose from {', '.join(sorted(error.options))}"
+    if isinstance(error, OverrideParseException):
+        return f"cannot parse the override '{error.override}': {first_line(error.message)}"
+    cause = error.__cause__
+    if isinstance(cause, ConfigKeyError | ConfigAttributeError) and cause.full_key:
+        return f"{cause.full_key}: no such key; `--cfg job` lists the keys, +{cause.full_key}=VALUE adds one"
+    if isinstance(error, InstantiationException) and cause is not None:
+        error = cause
+    return first_line(str(error)) or type(error).__name__
+
+
+def first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def exit_for_user_error(error: BaseException) -> NoReturn:
+    if os.environ.get("EXPERIMENTS_DEBUG"):
+        raise error
+    print(f"error: {describe(error)}  (EXPERIMENTS_DEBUG=1 shows the traceback)", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def main() -> None:
+    """Console entry point: Hydra parses the command line; a user's mistake ends in one line and exit code 2."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's errors reach `describe` instead of its multi-line report
+    try:
+        _hydra_main()
+    except (UserError, HydraException, OmegaConfBaseException) as error:
+        exit_for_user_error(error)

@@ -1,0 +1,44 @@
+"""Shared fixtures. Tests run one torch thread per process: two threads on two shared cores collapse."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from experiments.config import config_dir
+
+os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the CLI subprocesses
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose the real config with overrides, writing the run's outputs under the test's tmp_path."""
+
+    def make(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose("config", overrides=[f"paths.output_dir={tmp_path / 'run'}", *overrides])
+
+    return make
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m experiments ARGS` in a fresh process, as a user would type it."""
+    return subprocess.run(
+        [sys.executable, "-m", "experiments", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )

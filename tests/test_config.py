@@ -1,0 +1,102 @@
+"""Every config option composes; the CLI answers --help and --cfg; bad input ends in one line, exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from experiments.config import UserError, config_dir, validate
+from tests.conftest import run_cli
+
+GROUPS = sorted(p.name for p in config_dir().iterdir() if p.is_dir() and p.name != "hydra")
+OPTIONS = [(group, f.stem) for group in GROUPS for f in sorted((config_dir() / group).glob("*.yaml"))]
+
+
+def test_the_groups_a_user_expects_are_there():
+    assert {
+        "data",
+        "model",
+        "optimizer",
+        "scheduler",
+        "trainer",
+        "logger",
+        "callbacks",
+        "paths",
+        "debug",
+    } <= set(GROUPS)
+    assert {
+        ("model", "mlp"),
+        ("model", "cnn"),
+        ("model", "rnn"),
+        ("trainer", "cpu"),
+        ("trainer", "gpu"),
+    } <= set(OPTIONS)
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes_resolves_and_validates(make_config, group, option):
+    cfg = make_config(f"{group}={option}")
+    OmegaConf.resolve(cfg)  # every interpolation points somewhere
+    validate(cfg)
+
+
+def test_overrides_reach_the_config(make_config):
+    cfg = make_config("trainer.max_epochs=3", "seed=7", "optimizer.lr=0.01", "model=mlp", "model.width=64")
+    assert (cfg.trainer.max_epochs, cfg.seed, cfg.optimizer.lr, cfg.model.width) == (3, 7, 0.01, 64)
+    assert cfg.data.seed == 7  # the data split follows the run's seed
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lr=0", "optimizer.lr=0 is not allowed: it must be a number > 0"),
+        ("optimizer.lr=fast", "optimizer.lr='fast' is not allowed"),
+        ("data.batch_size=0", "data.batch_size=0 is not allowed: it must be an integer >= 1"),
+        ("trainer.max_epochs=2.5", "trainer.max_epochs=2.5 is not allowed"),
+        ("model.dropout=1.0", "model.dropout=1.0 is not allowed"),
+        ("model.activation=swish", "must be one of relu, gelu, tanh, sigmoid"),
+        ("model.channels=[32,-1]", "model.channels=[32, -1] is not allowed"),
+        ("objective=val/auc", "objective='val/auc' is not allowed"),
+        ("seed=true", "seed=True is not allowed"),
+    ],
+)
+def test_validate_names_the_key_and_what_is_allowed(make_config, override, message):
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        validate(make_config(override))
+
+
+def test_help_lists_groups_and_options(tmp_path: Path):
+    result = run_cli("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "model: cnn, mlp, rnn" in result.stdout
+    assert "optimizer: adam, adamw, sgd" in result.stdout
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path: Path):
+    result = run_cli("--cfg", "job", "model=rnn", "model.hidden_size=32", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    cfg = OmegaConf.create(result.stdout)
+    assert cfg.model.name == "rnn" and cfg.model.hidden_size == 32
+    assert not (tmp_path / "outputs").exists()  # printing the config runs nothing
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model=cnnn", "error: model=cnnn: no such option; choose from cnn, mlp, rnn"),
+        ("trainer.epochs=3", "error: trainer.epochs: no such key"),
+        ("optimizer.lr=abc", "error: optimizer.lr='abc' is not allowed: it must be a number > 0"),
+        ("trainer.max_epochs=ten", "error: trainer.max_epochs='ten' is not allowed: it must be an integer"),
+        ("trainer.precision=half", "error: trainer.precision='half' is not allowed: it must be one of auto"),
+        ("seed=[1", "error: cannot parse the override 'seed=[1'"),
+    ],
+)
+def test_bad_overrides_exit_2_with_one_line(tmp_path: Path, override, message):
+    result = run_cli(override, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(message)
+    assert "Traceback" not in result.stdout + result.stderr

@@ -1,0 +1,110 @@
+"""The plain nets fit any input the data describes, with sizes derived from it, and ignore padding."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from experiments.models.nets import NETS, build_net
+from experiments.models.nets.cnn import CNN
+from experiments.models.optim import build_optimizer, build_scheduler
+
+IMAGE_SPECS = {
+    "digits": {"kind": "image", "shape": [1, 8, 8], "num_classes": 10},
+    "mnist": {"kind": "image", "shape": [1, 28, 28], "num_classes": 10},
+    "cifar10": {"kind": "image", "shape": [3, 32, 32], "num_classes": 10},
+}
+TEXT_SPEC = {"kind": "text", "vocab_size": 50, "pad_index": 0, "seq_len": 12, "num_classes": 2}
+SPECS = {**IMAGE_SPECS, "text": TEXT_SPEC}
+
+
+def example_batch(spec: dict, batch: int = 4) -> torch.Tensor:
+    if spec["kind"] == "image":
+        return torch.randn(batch, *spec["shape"])
+    tokens = torch.randint(1, spec["vocab_size"], (batch, spec["seq_len"]))
+    tokens[0, 5:] = spec["pad_index"]  # one short review, padded on the right
+    return tokens
+
+
+@pytest.mark.parametrize("spec_name", SPECS)
+@pytest.mark.parametrize("net_name", NETS)
+def test_every_net_fits_every_input(net_name, spec_name):
+    spec = SPECS[spec_name]
+    net = build_net({"name": net_name}, spec)
+    logits = net(example_batch(spec))
+    assert logits.shape == (4, spec["num_classes"])
+    logits.sum().backward()  # and gradients reach every parameter
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+
+
+def test_cnn_head_width_is_derived_from_the_image():
+    # Three poolings of 28x28 leave 3x3 (not the 4x4 a hand-written head assumes).
+    net = CNN(IMAGE_SPECS["mnist"], channels=[8, 16, 32])
+    assert net.head[-1].in_features == 32 * 3 * 3
+    # More stages than an 8x8 image can halve: the later stages keep their 1x1 map.
+    net = CNN(IMAGE_SPECS["digits"], channels=[4, 4, 4, 4, 4])
+    assert net.head[-1].in_features == 4
+    assert net(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"name": "rnn"},
+        {"name": "rnn", "cell": "lstm"},
+        {"name": "mlp"},
+        {"name": "mlp", "bigram_buckets": 97},
+    ],
+)
+def test_padding_does_not_change_text_predictions(config):
+    spec = {**TEXT_SPEC, "seq_len": 20}
+    net = build_net(config, spec).eval()
+    tokens = torch.randint(1, spec["vocab_size"], (3, 6))
+    padded = torch.cat([tokens, torch.zeros(3, 14, dtype=torch.long)], dim=1)
+    torch.testing.assert_close(net(tokens), net(padded))
+
+
+def test_weight_decay_spares_biases_and_norms():
+    net = build_net({"name": "cnn"}, IMAGE_SPECS["digits"])
+    optimizer = build_optimizer(net, {"name": "adamw", "lr": 0.1, "weight_decay": 0.05})
+    decayed, spared = optimizer.param_groups
+    assert decayed["weight_decay"] == 0.05 and all(p.ndim > 1 for p in decayed["params"])
+    assert spared["weight_decay"] == 0.0 and all(p.ndim == 1 for p in spared["params"])
+    assert len(decayed["params"]) + len(spared["params"]) == len(list(net.parameters()))
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam", "sgd"])
+def test_each_optimizer_takes_a_step(name):
+    net = build_net({"name": "mlp", "width": 8}, IMAGE_SPECS["digits"])
+    optimizer = build_optimizer(net, {"name": name, "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0})
+    before = [p.detach().clone() for p in net.parameters()]
+    net(torch.randn(4, 1, 8, 8)).sum().backward()
+    optimizer.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+
+
+def learning_rates(scheduler_config: dict, steps: int = 100) -> list[float]:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(optimizer, scheduler_config, total_steps=steps)
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+    return rates
+
+
+def test_cosine_warms_up_then_decays_to_zero():
+    rates = learning_rates({"name": "cosine", "warmup_fraction": 0.1})
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert rates[10] == pytest.approx(1.0) and rates[-1] < 0.001
+    assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
+
+
+def test_onecycle_peaks_at_the_configured_rate_and_constant_stays():
+    rates = learning_rates({"name": "onecycle", "pct_start": 0.25})
+    assert max(rates) == pytest.approx(1.0, rel=0.02) and rates[0] < 0.1 and rates[-1] < 0.01
+    assert set(learning_rates({"name": "constant"})) == {1.0}

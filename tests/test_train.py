@@ -1,0 +1,70 @@
+"""The task in-process: every model trains on the bundled digits, checkpoints reload safely, seeds repeat."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from experiments.data import DigitsDataModule
+from experiments.models.classifier import Classifier
+from experiments.train import train
+
+QUICK = ("trainer.max_epochs=2", "logger=none", "trainer.accelerator=cpu")
+
+
+def read_metrics(cfg) -> dict:
+    return json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn", "rnn"])
+def test_every_model_trains_and_learns(make_config, model):
+    cfg = make_config(f"model={model}", *QUICK)
+    objective = train(cfg)
+    metrics = read_metrics(cfg)
+    assert objective == metrics["objective"]["value"] > 0.5  # two epochs already beat chance (0.1) by far
+    assert metrics["test"]["test/acc"] > 0.5
+    assert metrics["epochs"] == 2 and metrics["parameters"] > 0 and metrics["samples_per_second"] > 0
+    assert Path(metrics["best_checkpoint"]).is_file()
+    assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("option", ["fast_dev_run", "limit_batches", "overfit", "profiler"])
+def test_every_debug_option_runs(make_config, option):
+    cfg = make_config(f"debug={option}", "trainer.accelerator=cpu", "model=mlp")
+    assert isinstance(train(cfg), float)
+
+
+def test_objective_can_be_minimised(make_config):
+    cfg = make_config("objective=val/loss", "objective_mode=min", *QUICK)
+    assert train(cfg) == pytest.approx(read_metrics(cfg)["objective"]["value"])
+    assert read_metrics(cfg)["objective"]["metric"] == "val/loss"
+
+
+def test_best_checkpoint_loads_weights_only_and_reproduces_test_accuracy(make_config):
+    cfg = make_config("trainer.max_epochs=3", *QUICK[1:])
+    train(cfg)
+    metrics = read_metrics(cfg)
+    checkpoint = torch.load(metrics["best_checkpoint"], weights_only=True)  # no pickled code inside
+    assert checkpoint["hyper_parameters"]["net"]["name"] == "cnn"
+
+    model = Classifier.load_from_checkpoint(metrics["best_checkpoint"], map_location="cpu").eval()
+    data = DigitsDataModule(seed=cfg.seed)
+    data.setup()
+    correct = 0
+    with torch.no_grad():
+        for batch in data.test_dataloader():
+            x, y = data.on_after_batch_transfer(batch, 0)
+            correct += (model(x).argmax(1) == y).sum().item()
+    assert correct / len(data.splits["test"][1]) == pytest.approx(metrics["test"]["test/acc"], abs=1e-6)
+
+
+def test_same_seed_same_result_when_deterministic(make_config, tmp_path):
+    results = []
+    for name in ("first", "second"):
+        cfg = make_config("deterministic=true", "model=mlp", *QUICK, f"paths.output_dir={tmp_path / name}")
+        train(cfg)
+        results.append(read_metrics(cfg)["val"])
+    assert results[0] == results[1]
