@@ -55,7 +55,7 @@ def test_cnn_head_width_is_derived_from_the_image():
         {"name": "rnn"},
         {"name": "rnn", "cell": "lstm"},
         {"name": "mlp"},
-        {"name": "mlp", "bigram_buckets": 97},
+        {"name": "mlp", "ngrams": 3, "ngram_buckets": 97},
     ],
 )
 def test_padding_does_not_change_text_predictions(config):

@@ -78,11 +78,14 @@ def _rules() -> dict[str, Callable[[object], str | None]]:
         "model.depth": _integer(0),
         "model.channels": _positive_integers,
         "model.kernel_size": _integer(1),
+        "model.convs_per_stage": _integer(1),
         "model.pool": _one_of("max", "avg"),
         "model.cell": _one_of(*CELLS),
         "model.hidden_size": _integer(1),
         "model.num_layers": _integer(1),
         "model.embedding_dim": _integer(1),
+        "model.ngrams": _integer(1),
+        "model.ngram_buckets": _integer(0),
         "model.activation": _one_of(*ACTIVATIONS),
         "model.dropout": _number(0.0, 1.0),
         "optimizer.name": _one_of(*OPTIMIZERS),
@@ -106,3 +109,5 @@ def validate(cfg: DictConfig) -> None:
         allowed = check(value)
         if allowed is not None:
             raise UserError(f"{key}={value!r} is not allowed: it must be {allowed}")
+    if cfg.model.get("ngrams", 1) > 1 and not cfg.model.get("ngram_buckets"):
+        raise UserError(f"model.ngrams={cfg.model.ngrams} needs hash buckets for the n-grams: set model.ngram_buckets")

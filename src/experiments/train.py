@@ -96,12 +96,14 @@ def train(cfg: DictConfig) -> float:
     return objective
 
 
+def _not_an_advertisement(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("💡 Tip")
+
+
 def quiet_lightning() -> None:
     """Lightning's messages go through the run's log handlers once, without advertisements."""
     logging.getLogger("lightning").handlers.clear()  # its own console handler would print each line twice
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: not str(record.msg).startswith("💡 Tip")
-    )
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advertisement)
     # Lightning 2.6 calls a pytree helper that torch >= 2.10 deprecates; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
@@ -141,7 +143,7 @@ def print_summary(metrics: dict, output_dir: Path) -> None:
         f"run directory  {output_dir}",
         f"dashboard      tensorboard --logdir {output_dir}",
     ]
-    print("\n".join(lines), flush=True)
+    log.info("\n".join(lines))  # to the console and the run's train.log
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
@@ -185,3 +187,6 @@ def main() -> None:
         _hydra_main()
     except (UserError, HydraException, OmegaConfBaseException) as error:
         exit_for_user_error(error)
+    except BrokenPipeError:  # `python -m experiments --help | head`: the reader left; nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)

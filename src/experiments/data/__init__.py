@@ -1,5 +1,8 @@
 """One LightningDataModule per dataset, all built on the in-memory batching of `in_memory`."""
 
+from experiments.data.cifar10 import CIFAR10DataModule
 from experiments.data.digits import DigitsDataModule
+from experiments.data.imdb import IMDBDataModule
+from experiments.data.mnist import MNISTDataModule
 
-__all__ = ["DigitsDataModule"]
+__all__ = ["CIFAR10DataModule", "DigitsDataModule", "IMDBDataModule", "MNISTDataModule"]

@@ -15,6 +15,15 @@ import lightning as L
 import torch
 
 
+def split_off(
+    x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Carve a random `fraction` off (x, y), the same one for the same seed: (rest, carved)."""
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    carved, rest = order[: round(fraction * len(y))], order[round(fraction * len(y)) :]
+    return (x[rest], y[rest]), (x[carved], y[carved])
+
+
 class TensorBatches:
     """Batches `(x[idx], y[idx])` of whole in-memory splits, in a fresh order each epoch when shuffled.
 

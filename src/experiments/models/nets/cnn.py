@@ -11,7 +11,7 @@ from experiments.models.nets.blocks import make_activation
 
 
 class CNN(nn.Module):
-    """Stages of two `conv-(batch norm)-activation` blocks, each stage followed by 2x pooling.
+    """Stages of `convs_per_stage` `conv-(batch norm)-activation` blocks, each stage followed by 2x pooling.
 
     Images end in a flatten whose width is worked out from the input shape (a stage skips its pooling
     once the feature map is down to 1 pixel, so deep nets fit small images); text ends in a max over
@@ -22,6 +22,7 @@ class CNN(nn.Module):
         self,
         spec: dict,
         channels: list[int] = (32, 64),
+        convs_per_stage: int = 2,
         kernel_size: int = 3,
         pool: str = "max",
         batch_norm: bool = True,
@@ -40,7 +41,7 @@ class CNN(nn.Module):
             in_channels, size = spec["shape"][0], list(spec["shape"][1:])
         layers: list[nn.Module] = []
         for out_channels in channels:
-            for _ in range(2):
+            for _ in range(convs_per_stage):
                 layers.append(conv(in_channels, out_channels, kernel_size, padding="same", bias=not batch_norm))
                 if batch_norm:
                     layers.append(norm(out_channels))

@@ -1,4 +1,4 @@
-"""Multi-layer perceptron: flattened pixels, or the mean of token (and hashed bigram) embeddings."""
+"""Multi-layer perceptron: flattened pixels, or the mean of token (and hashed n-gram) embeddings."""
 
 from __future__ import annotations
 
@@ -11,24 +11,29 @@ from experiments.models.nets.blocks import make_activation
 
 
 class BagOfEmbeddings(nn.Module):
-    """fastText-style text encoder: the mean embedding of a review's tokens and, optionally, its bigrams.
+    """fastText-style text encoder: the mean embedding of a review's tokens and of its n-grams up to `ngrams`.
 
-    Bigrams are hashed into `bigram_buckets` extra rows of the same table, so word order within a pair
-    counts without a bigram vocabulary; padding is left out of the mean.
+    N-grams are hashed into `ngram_buckets` extra rows of the same table, so word order within a
+    short window counts without an n-gram vocabulary; padding is left out of the mean.
     """
 
-    def __init__(self, vocab_size: int, dim: int, pad_index: int, bigram_buckets: int = 0) -> None:
+    def __init__(self, vocab_size: int, dim: int, pad_index: int, ngrams: int = 1, ngram_buckets: int = 0) -> None:
         super().__init__()
-        self.vocab_size, self.pad_index, self.bigram_buckets = vocab_size, pad_index, bigram_buckets
-        self.bag = nn.EmbeddingBag(vocab_size + bigram_buckets, dim, mode="mean", padding_idx=pad_index)
+        if ngrams > 1 and ngram_buckets < 1:
+            raise ValueError("n-grams need hash buckets: set ngram_buckets > 0")
+        self.vocab_size, self.pad_index = vocab_size, pad_index
+        self.ngrams, self.ngram_buckets = ngrams, ngram_buckets
+        self.bag = nn.EmbeddingBag(vocab_size + ngram_buckets, dim, mode="mean", padding_idx=pad_index)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        if self.bigram_buckets:
-            first, second = tokens[:, :-1], tokens[:, 1:]
-            bigrams = self.vocab_size + (first * 1_000_003 + second) % self.bigram_buckets
-            is_pad = (first == self.pad_index) | (second == self.pad_index)
-            tokens = torch.cat([tokens, bigrams.masked_fill(is_pad, self.pad_index)], dim=1)
-        return self.bag(tokens)
+        pieces, hashed, is_pad = [tokens], tokens.long(), tokens == self.pad_index
+        for n in range(2, self.ngrams + 1):
+            following = tokens[:, n - 1 :]
+            hashed = hashed[:, :-1] * 1_000_003 + following  # wraps around in int64: still a fine hash
+            is_pad = is_pad[:, :-1] | (following == self.pad_index)
+            ngram_ids = self.vocab_size + hashed % self.ngram_buckets
+            pieces.append(ngram_ids.masked_fill(is_pad, self.pad_index))
+        return self.bag(torch.cat(pieces, dim=1))
 
 
 class MLP(nn.Module):
@@ -40,14 +45,16 @@ class MLP(nn.Module):
         activation: str = "relu",
         dropout: float = 0.1,
         embedding_dim: int = 64,
-        bigram_buckets: int = 0,
+        ngrams: int = 1,
+        ngram_buckets: int = 0,
     ) -> None:
         super().__init__()
         if spec["kind"] == "image":
             self.encode: nn.Module = nn.Flatten()
             features = math.prod(spec["shape"])
         else:
-            self.encode = BagOfEmbeddings(spec["vocab_size"], embedding_dim, spec["pad_index"], bigram_buckets)
+            vocab_size, pad_index = spec["vocab_size"], spec["pad_index"]
+            self.encode = BagOfEmbeddings(vocab_size, embedding_dim, pad_index, ngrams, ngram_buckets)
             features = embedding_dim
         layers: list[nn.Module] = []
         for _ in range(depth):

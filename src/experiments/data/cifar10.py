@@ -1,0 +1,125 @@
+"""CIFAR-10: the official python batches (`data_dir/cifar-10-batches-py/`), read safely, augmented on the device."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.datasets import CIFAR10
+
+from experiments.config import UserError
+from experiments.data.files import extract_tar, fetch_or_explain
+from experiments.data.in_memory import InMemoryDataModule, split_off
+
+TRAIN_BATCHES = [name for name, _ in CIFAR10.train_list]
+TEST_BATCHES = [name for name, _ in CIFAR10.test_list]
+NUMPY_2 = int(np.__version__.split(".")[0]) >= 2
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """The batches are pickles; this unpickler builds numpy arrays and plain containers, never runs code."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("_codecs", "encode"),  # how Python 2 pickles byte strings
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        if module.startswith("numpy"):  # numpy 2 moved numpy.core to numpy._core
+            old, new = ("numpy.core", "numpy._core") if NUMPY_2 else ("numpy._core", "numpy.core")
+            module = module.replace(old, new)
+        return super().find_class(module, name)
+
+
+def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One batch file -> (N, 3, 32, 32) uint8 images and int64 labels. Any file in the official format
+    is accepted, not only the official bytes (torchvision's reader insists on their md5)."""
+    try:
+        with open(path, "rb") as file:
+            batch = _ArraysOnly(file, encoding="bytes").load()
+        images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, OSError) as error:
+        raise UserError(f"{path} is not a CIFAR-10 batch ({error}); delete the folder to download it again") from error
+    if len(images) != len(labels) or labels.min() < 0 or labels.max() > 9:
+        raise UserError(f"{path}: {len(images)} images but {len(labels)} labels in 0..9")
+    return images, labels
+
+
+class CIFAR10DataModule(InMemoryDataModule):
+    """50,000 training images (minus a validation part carved with `split_seed`), 10,000 test images.
+
+    Training batches get random translation (`translate` pixels, reflect-padded) and horizontal flips,
+    drawn per image, on the whole batch on its device.
+    """
+
+    spec = {"kind": "image", "shape": [3, 32, 32], "num_classes": 10}
+    mean = (125.31, 122.95, 113.87)  # per channel, of the training pixels, 0..255
+    std = (62.99, 62.09, 66.70)
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        download: bool = True,
+        batch_size: int = 256,
+        val_size: float = 0.1,
+        split_seed: int = 0,
+        flip: bool = True,
+        translate: int = 4,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size=batch_size, seed=seed)
+        self.root = Path(data_dir)
+        self.folder = self.root / CIFAR10.base_folder
+        self.download, self.val_size, self.split_seed = download, val_size, split_seed
+        self.flip, self.translate = flip, translate
+
+    def prepare_data(self) -> None:
+        if all((self.folder / name).exists() for name in TRAIN_BATCHES + TEST_BATCHES):
+            return
+        archive = self.root / CIFAR10.filename
+        if not archive.exists():
+            expected = [CIFAR10.filename, f"or {CIFAR10.base_folder}/"]
+            fetch_or_explain("CIFAR-10", [CIFAR10.url], archive, CIFAR10.tgz_md5, self.download, expected)
+        extract_tar(archive, self.root, CIFAR10.base_folder)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        self.prepare_data()  # a no-op once the files are there; lets setup() work without a Trainer
+
+        def load(names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+            images, labels = zip(*(read_batch(self.folder / name) for name in names), strict=True)
+            return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+
+        self.splits["train"], self.splits["val"] = split_off(*load(TRAIN_BATCHES), self.val_size, self.split_seed)
+        self.splits["test"] = load(TEST_BATCHES)
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, height, width = x.shape
+        if self.translate:
+            pad = self.translate
+            padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
+            dy = torch.randint(0, 2 * pad + 1, (n, 1, 1, 1), device=x.device)
+            dx = torch.randint(0, 2 * pad + 1, (n, 1, 1, 1), device=x.device)
+            x = _crop(padded, dy, dx, height, width)
+        if self.flip:
+            flipped = torch.rand(n, 1, 1, 1, device=x.device) < 0.5
+            x = torch.where(flipped, x.flip(3), x)
+        return x
+
+
+def _crop(padded: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Per-image crops of `padded` at offsets (dy, dx), each (N, 1, 1, 1), as two gathers."""
+    n, channels, _, padded_width = padded.shape
+    rows = torch.arange(height, device=padded.device).view(1, 1, -1, 1) + dy
+    padded = padded.gather(2, rows.expand(n, channels, height, padded_width))
+    cols = torch.arange(width, device=padded.device).view(1, 1, 1, -1) + dx
+    return padded.gather(3, cols.expand(n, channels, height, width))

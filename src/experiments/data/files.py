@@ -1,0 +1,113 @@
+"""Getting dataset files onto disk safely: checked downloads, contained extraction, atomic writes.
+
+Every file is written under a temporary name and renamed when complete, so a crash at any point
+leaves nothing that looks finished; the next run starts that step again.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from experiments.config import UserError
+
+
+def md5sum(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch(urls: Sequence[str], destination: Path, md5: str) -> None:
+    """Download the first URL that answers to `destination`, with a progress bar, checking its md5."""
+    from tqdm.auto import tqdm
+
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = destination.with_name(destination.name + ".part")
+    errors = []
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response, open(temporary, "wb") as file:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=destination.name) as bar:
+                    for block in iter(lambda: response.read(1 << 20), b""):
+                        file.write(block)
+                        bar.update(len(block))
+        except OSError as error:  # URLError, timeouts, refused connections
+            errors.append(f"{url}: {getattr(error, 'reason', error)}")
+            continue
+        if md5sum(temporary) != md5:
+            temporary.unlink()
+            errors.append(f"{url}: checksum mismatch (expected md5 {md5})")
+            continue
+        temporary.replace(destination)
+        return
+    temporary.unlink(missing_ok=True)
+    raise DownloadError("; ".join(errors))
+
+
+class DownloadError(OSError):
+    """No URL gave the file; the message says what each one answered."""
+
+
+def extract_tar(archive: Path, destination: Path, top_level: str) -> Path:
+    """Extract `archive`, whose members all sit under `top_level/`, into `destination/top_level`.
+
+    Members that would land outside (absolute paths, `..`, links pointing out, devices) are refused
+    by tarfile's `data` filter before anything is written; extraction goes to a temporary folder
+    that is renamed into place only when complete.
+    """
+    target = destination / top_level
+    with tempfile.TemporaryDirectory(dir=destination, prefix=f".{top_level}-") as scratch:
+        try:
+            with tarfile.open(archive) as tar:
+                for member in tar.getmembers():
+                    if member.name.startswith(("/", "\\")) or ".." in Path(member.name).parts:
+                        raise UserError(f"{archive} is unsafe: member {member.name!r} would land outside {destination}")
+                tar.extractall(scratch, filter="data")
+        except (tarfile.TarError, EOFError, OSError) as error:  # the data filter's refusals are TarErrors
+            raise UserError(f"cannot extract {archive}: {error}; delete it to download it again") from error
+        extracted = Path(scratch) / top_level
+        if not extracted.is_dir():
+            raise UserError(f"{archive} holds no folder {top_level}/; delete it to download it again")
+        extracted.replace(target)
+    return target
+
+
+def gunzip(source: Path, destination: Path) -> None:
+    temporary = destination.with_name(destination.name + ".part")
+    try:
+        with gzip.open(source, "rb") as compressed, open(temporary, "wb") as file:
+            shutil.copyfileobj(compressed, file)
+    except (OSError, EOFError) as error:
+        temporary.unlink(missing_ok=True)
+        raise UserError(f"cannot decompress {source}: {error}; delete it to download it again") from error
+    temporary.replace(destination)
+
+
+def fetch_or_explain(
+    dataset: str, urls: Sequence[str], archive: Path, md5: str, allowed: bool, expected: Sequence[str]
+) -> None:
+    """`fetch`, or one line saying which files to put where when downloading is switched off or fails."""
+
+    def explain(reason: str) -> UserError:
+        folder = archive.parent
+        return UserError(
+            f"{dataset}: {', '.join(expected)} not found in {folder} and {reason}; "
+            f"download {urls[0]} and put the files in {folder}"
+        )
+
+    if not allowed:
+        raise explain("data.download=false")
+    try:
+        fetch(urls, archive, md5)
+    except DownloadError as error:
+        raise explain(f"the download failed ({error})") from error
