@@ -71,9 +71,9 @@ def write_cifar10(root: Path, per_batch: int = 100, n_test: int = 200) -> Path:
     return archive
 
 
-POSITIVE = "great wonderful loved brilliant moving superb".split()
-NEGATIVE = "awful boring hated terrible dull worst".split()
-FILLER = "the film movie plot actor scene was and a it of this story".split()
+POSITIVE = ["great", "wonderful", "loved", "brilliant", "moving", "superb"]
+NEGATIVE = ["awful", "boring", "hated", "terrible", "dull", "worst"]
+FILLER = ["the", "film", "movie", "plot", "actor", "scene", "was", "and", "a", "it", "of", "this", "story"]
 
 
 def review(rng: np.random.Generator, positive: bool) -> str:

@@ -53,7 +53,7 @@ def fixture_data(tmp_path_factory) -> Path:
 def test_mnist_fixture_loads_in_torchvision_layout(fixture_data, no_network):
     data = MNISTDataModule(data_dir=str(fixture_data), val_size=0.1)
     data.setup()
-    x, y = data.splits["train"]
+    x, _ = data.splits["train"]
     assert x.shape == (540, 1, 28, 28) and x.dtype == torch.uint8
     assert len(data.splits["val"][1]) == 60 and len(data.splits["test"][1]) == 200
     assert (fixture_data / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()  # torchvision's layout
