@@ -56,6 +56,7 @@ def test_cnn_head_width_is_derived_from_the_image():
         {"name": "rnn", "cell": "lstm"},
         {"name": "mlp"},
         {"name": "mlp", "ngrams": 3, "ngram_buckets": 97},
+        {"name": "mlp", "ngrams": 2, "ngram_buckets": 97, "binary": True},
     ],
 )
 def test_padding_does_not_change_text_predictions(config):
@@ -108,3 +109,13 @@ def test_onecycle_peaks_at_the_configured_rate_and_constant_stays():
     rates = learning_rates({"name": "onecycle", "pct_start": 0.25})
     assert max(rates) == pytest.approx(1.0, rel=0.02) and rates[0] < 0.1 and rates[-1] < 0.01
     assert set(learning_rates({"name": "constant"})) == {1.0}
+
+
+def test_binary_bag_counts_each_token_once():
+    spec = {**TEXT_SPEC, "seq_len": 8}
+    net = build_net({"name": "mlp", "binary": True, "depth": 0}, spec).eval()
+    once, thrice = torch.tensor([[3, 4, 0, 0]]), torch.tensor([[3, 4, 4, 4]])
+    torch.testing.assert_close(net(once), net(thrice))
+    counting = build_net({"name": "mlp", "depth": 0}, spec).eval()
+    counting.load_state_dict(net.state_dict())  # the same weights, without `binary`
+    assert not torch.allclose(counting(once), counting(thrice))

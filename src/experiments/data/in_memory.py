@@ -80,6 +80,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or 4 * batch_size  # no gradients: larger batches are free
         self.seed = seed
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._scale: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
@@ -108,8 +109,10 @@ class InMemoryDataModule(L.LightningDataModule):
         return x, y.long()
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        if self._scale is None or self._scale[0].device != x.device:  # copied to the device once, not per batch
+            shift = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+            self._scale = (shift, torch.tensor(self.std, device=x.device).view(1, -1, 1, 1))
+        mean, std = self._scale
         return (x.float() - mean) / std
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:

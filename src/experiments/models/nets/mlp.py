@@ -14,15 +14,18 @@ class BagOfEmbeddings(nn.Module):
     """fastText-style text encoder: the mean embedding of a review's tokens and of its n-grams up to `ngrams`.
 
     N-grams are hashed into `ngram_buckets` extra rows of the same table, so word order within a
-    short window counts without an n-gram vocabulary; padding is left out of the mean.
+    short window counts without an n-gram vocabulary; padding is left out of the mean. With `binary`,
+    each distinct token or n-gram counts once per review, as in the NBSVM baselines.
     """
 
-    def __init__(self, vocab_size: int, dim: int, pad_index: int, ngrams: int = 1, ngram_buckets: int = 0) -> None:
+    def __init__(
+        self, vocab_size: int, dim: int, pad_index: int, ngrams: int = 1, ngram_buckets: int = 0, binary: bool = False
+    ) -> None:
         super().__init__()
         if ngrams > 1 and ngram_buckets < 1:
             raise ValueError("n-grams need hash buckets: set ngram_buckets > 0")
         self.vocab_size, self.pad_index = vocab_size, pad_index
-        self.ngrams, self.ngram_buckets = ngrams, ngram_buckets
+        self.ngrams, self.ngram_buckets, self.binary = ngrams, ngram_buckets, binary
         self.bag = nn.EmbeddingBag(vocab_size + ngram_buckets, dim, mode="mean", padding_idx=pad_index)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -33,7 +36,11 @@ class BagOfEmbeddings(nn.Module):
             is_pad = is_pad[:, :-1] | (following == self.pad_index)
             ngram_ids = self.vocab_size + hashed % self.ngram_buckets
             pieces.append(ngram_ids.masked_fill(is_pad, self.pad_index))
-        return self.bag(torch.cat(pieces, dim=1))
+        ids = torch.cat(pieces, dim=1)
+        if self.binary:  # sorted, a repeat sits next to its first occurrence: blank it out as padding
+            ids = ids.sort(dim=1).values
+            ids[:, 1:] = ids[:, 1:].masked_fill(ids[:, 1:] == ids[:, :-1], self.pad_index)
+        return self.bag(ids)
 
 
 class MLP(nn.Module):
@@ -47,6 +54,7 @@ class MLP(nn.Module):
         embedding_dim: int = 64,
         ngrams: int = 1,
         ngram_buckets: int = 0,
+        binary: bool = False,
     ) -> None:
         super().__init__()
         if spec["kind"] == "image":
@@ -54,7 +62,7 @@ class MLP(nn.Module):
             features = math.prod(spec["shape"])
         else:
             vocab_size, pad_index = spec["vocab_size"], spec["pad_index"]
-            self.encode = BagOfEmbeddings(vocab_size, embedding_dim, pad_index, ngrams, ngram_buckets)
+            self.encode = BagOfEmbeddings(vocab_size, embedding_dim, pad_index, ngrams, ngram_buckets, binary)
             features = embedding_dim
         layers: list[nn.Module] = []
         for _ in range(depth):
