@@ -277,3 +277,31 @@ def test_real_cifar10_images_as_official_batches(tmp_path, no_network):
     assert torch.equal(data.splits["test"][0], torch.from_numpy(images[4000:]))
     assert torch.equal(data.splits["test"][1], torch.from_numpy(labels[4000:].astype(np.int64)))
     assert sorted(data.splits["train"][1].tolist()) == sorted(labels[:4000].tolist())
+
+
+def test_fetch_keeps_only_a_file_whose_checksum_matches(tmp_path):
+    """A real HTTP download from a server on 127.0.0.1: wrong bytes leave nothing, right bytes land whole."""
+    import hashlib
+    import http.server
+    import threading
+    from functools import partial
+
+    from experiments.data.files import DownloadError, fetch
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "archive.tar.gz").write_bytes(b"the real bytes")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/archive.tar.gz"
+    destination = tmp_path / "data" / "archive.tar.gz"
+    try:
+        with pytest.raises(DownloadError, match="checksum mismatch"):
+            fetch([url], destination, md5="0" * 32)
+        assert list(destination.parent.iterdir()) == []  # no partial or wrong file left behind
+        fetch([url], destination, md5=hashlib.md5(b"the real bytes").hexdigest())
+        assert destination.read_bytes() == b"the real bytes"
+        assert list(destination.parent.iterdir()) == [destination]
+    finally:
+        server.shutdown()

@@ -44,6 +44,7 @@ def train(cfg: DictConfig) -> float:
     from hydra.utils import instantiate
 
     from experiments.callbacks import Throughput
+    from experiments.data.files import written_atomically
     from experiments.models.classifier import Classifier
 
     quiet_lightning()
@@ -91,7 +92,8 @@ def train(cfg: DictConfig) -> float:
         "parameters": sum(p.numel() for p in model.parameters()),
         "best_checkpoint": best_path,
     }
-    write_json_atomically(output_dir / "metrics.json", metrics)
+    with written_atomically(output_dir / "metrics.json") as temporary:  # never seen half-written
+        temporary.write_text(json.dumps(metrics, indent=2) + "\n")
     print_summary(metrics, output_dir)
     return objective
 
@@ -122,12 +124,6 @@ def pick_precision(trainer_cfg: DictConfig) -> str:
     if trainer_cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "32-true"
-
-
-def write_json_atomically(path: Path, data: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    temporary.replace(path)  # a reader never sees a half-written file
 
 
 def print_summary(metrics: dict, output_dir: Path) -> None:

@@ -1,4 +1,4 @@
-"""Getting dataset files onto disk safely: checked downloads, contained extraction, atomic writes.
+"""Getting files onto disk safely: checked downloads, contained extraction, atomic writes.
 
 Every file is written under a temporary name and renamed when complete, so a crash at any point
 leaves nothing that looks finished; the next run starts that step again.
@@ -12,10 +12,22 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from experiments.config import UserError
+
+
+@contextmanager
+def written_atomically(destination: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `destination`, renamed onto it only when the block completes."""
+    temporary = destination.with_name(destination.name + ".part")
+    try:
+        yield temporary
+        temporary.replace(destination)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def md5sum(path: Path) -> str:
@@ -31,26 +43,21 @@ def fetch(urls: Sequence[str], destination: Path, md5: str) -> None:
     from tqdm.auto import tqdm
 
     destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = destination.with_name(destination.name + ".part")
     errors = []
     for url in urls:
         try:
-            with urllib.request.urlopen(url, timeout=30) as response, open(temporary, "wb") as file:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc=destination.name) as bar:
-                    for block in iter(lambda: response.read(1 << 20), b""):
-                        file.write(block)
-                        bar.update(len(block))
-        except OSError as error:  # URLError, timeouts, refused connections
+            with written_atomically(destination) as temporary:
+                with urllib.request.urlopen(url, timeout=30) as response, open(temporary, "wb") as file:
+                    total = int(response.headers.get("Content-Length") or 0) or None
+                    with tqdm(total=total, unit="B", unit_scale=True, desc=destination.name) as bar:
+                        for block in iter(lambda: response.read(1 << 20), b""):
+                            file.write(block)
+                            bar.update(len(block))
+                if md5sum(temporary) != md5:
+                    raise OSError(f"checksum mismatch (expected md5 {md5})")
+            return
+        except OSError as error:  # URLError, timeouts, refused connections, a wrong checksum
             errors.append(f"{url}: {getattr(error, 'reason', error)}")
-            continue
-        if md5sum(temporary) != md5:
-            temporary.unlink()
-            errors.append(f"{url}: checksum mismatch (expected md5 {md5})")
-            continue
-        temporary.replace(destination)
-        return
-    temporary.unlink(missing_ok=True)
     raise DownloadError("; ".join(errors))
 
 
@@ -83,14 +90,15 @@ def extract_tar(archive: Path, destination: Path, top_level: str) -> Path:
 
 
 def gunzip(source: Path, destination: Path) -> None:
-    temporary = destination.with_name(destination.name + ".part")
     try:
-        with gzip.open(source, "rb") as compressed, open(temporary, "wb") as file:
+        with (
+            written_atomically(destination) as temporary,
+            gzip.open(source) as compressed,
+            open(temporary, "wb") as file,
+        ):
             shutil.copyfileobj(compressed, file)
     except (OSError, EOFError) as error:
-        temporary.unlink(missing_ok=True)
         raise UserError(f"cannot decompress {source}: {error}; delete it to download it again") from error
-    temporary.replace(destination)
 
 
 def fetch_or_explain(

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from experiments.config import UserError
-from experiments.data.files import extract_tar, fetch_or_explain
+from experiments.data.files import extract_tar, fetch_or_explain, written_atomically
 from experiments.data.in_memory import InMemoryDataModule
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -127,9 +127,8 @@ class IMDBDataModule(InMemoryDataModule):
             "test": (encode([tokenize(t) for t in test_texts], vocabulary, seq_len), torch.tensor(test_labels)),
         }
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.cache_path.with_name(self.cache_path.name + ".part")
-        torch.save({"settings": self.settings, "vocabulary": vocabulary, "splits": splits}, temporary)
-        temporary.replace(self.cache_path)
+        with written_atomically(self.cache_path) as temporary:
+            torch.save({"settings": self.settings, "vocabulary": vocabulary, "splits": splits}, temporary)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
