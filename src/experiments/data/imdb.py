@@ -18,7 +18,7 @@ import torch
 
 from experiments.config import UserError
 from experiments.data.files import extract_tar, fetch_or_explain, written_atomically
-from experiments.data.in_memory import InMemoryDataModule
+from experiments.data.in_memory import InMemoryDataModule, carve
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
@@ -112,19 +112,22 @@ class IMDBDataModule(InMemoryDataModule):
     def _encode_and_cache(self, reviews: Path) -> None:
         train_texts, train_labels = read_split(reviews / "train")
         test_texts, test_labels = read_split(reviews / "test")
-        order = torch.randperm(len(train_texts), generator=torch.Generator().manual_seed(self.split_seed))
-        n_val = round(self.val_size * len(train_texts))
-        val_rows, train_rows = order[:n_val].tolist(), order[n_val:].tolist()
-        train_tokens = [tokenize(train_texts[i]) for i in train_rows]
-        vocabulary = build_vocabulary(train_tokens, self.settings["vocab_size"], self.settings["min_freq"])
-        seq_len = self.settings["seq_len"]
+        train_rows, val_rows = carve(len(train_texts), self.val_size, self.split_seed)
+        texts = {
+            "train": [train_texts[i] for i in train_rows],
+            "val": [train_texts[i] for i in val_rows],
+            "test": test_texts,
+        }
+        labels = {
+            "train": [train_labels[i] for i in train_rows],
+            "val": [train_labels[i] for i in val_rows],
+            "test": test_labels,
+        }
+        tokens = {name: [tokenize(text) for text in split] for name, split in texts.items()}
+        vocabulary = build_vocabulary(tokens["train"], self.settings["vocab_size"], self.settings["min_freq"])
         splits = {
-            "train": (encode(train_tokens, vocabulary, seq_len), torch.tensor([train_labels[i] for i in train_rows])),
-            "val": (
-                encode([tokenize(train_texts[i]) for i in val_rows], vocabulary, seq_len),
-                torch.tensor([train_labels[i] for i in val_rows]),
-            ),
-            "test": (encode([tokenize(t) for t in test_texts], vocabulary, seq_len), torch.tensor(test_labels)),
+            name: (encode(tokens[name], vocabulary, self.settings["seq_len"]), torch.tensor(labels[name]))
+            for name in tokens
         }
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         with written_atomically(self.cache_path) as temporary:
@@ -138,4 +141,4 @@ class IMDBDataModule(InMemoryDataModule):
         if cache.get("settings") != self.settings:
             raise UserError(f"{self.cache_path} was written with other settings; delete it to rebuild it")
         self.vocabulary = cache["vocabulary"]
-        self.splits = {name: (x, y) for name, (x, y) in cache["splits"].items()}
+        self.splits = cache["splits"]

@@ -15,12 +15,18 @@ import lightning as L
 import torch
 
 
+def carve(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of n items split at random into (rest, carved), `fraction` carved; the same for the same seed."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    cut = round(fraction * n)
+    return order[cut:], order[:cut]
+
+
 def split_off(
     x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """Carve a random `fraction` off (x, y), the same one for the same seed: (rest, carved)."""
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    carved, rest = order[: round(fraction * len(y))], order[round(fraction * len(y)) :]
+    """Carve a random `fraction` off (x, y): (rest, carved)."""
+    rest, carved = carve(len(y), fraction, seed)
     return (x[rest], y[rest]), (x[carved], y[carved])
 
 
