@@ -50,8 +50,11 @@ class Classifier(L.LightningModule):
         loss = self.loss(logits, y)
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(logits, y)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(y))
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        # The progress bar shows epoch values only: Lightning turns every progress-bar value into a Python
+        # number after each batch, which on a GPU would wait for the step to finish.
+        training = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=training, on_epoch=True, prog_bar=not training, batch_size=len(y))
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=not training)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
