@@ -80,10 +80,10 @@ class InMemoryDataModule(L.LightningDataModule):
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
 
-    def __init__(self, batch_size: int, seed: int = 0, eval_batch_size: int | None = None) -> None:
+    def __init__(self, batch_size: int, seed: int = 0) -> None:
         super().__init__()
         self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or 4 * batch_size  # no gradients: larger batches are free
+        self.eval_batch_size = 4 * batch_size  # no gradients to keep: larger batches cost little memory
         self.seed = seed
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._scale: tuple[torch.Tensor, torch.Tensor] | None = None

@@ -36,13 +36,13 @@ class MNISTDataModule(InMemoryDataModule):
         self.download, self.val_size, self.split_seed = download, val_size, split_seed
 
     def prepare_data(self) -> None:
+        names = [name for name, _ in MNIST.resources]
         for filename, md5 in MNIST.resources:
             archive, extracted = self.raw / filename, self.raw / filename.removesuffix(".gz")
             if extracted.exists():
                 continue
             if not archive.exists():
                 urls = [mirror + filename for mirror in MNIST.mirrors]
-                names = [name for name, _ in MNIST.resources]
                 fetch_or_explain("MNIST", urls, archive, md5, self.download, names)
             gunzip(archive, extracted)
 
