@@ -20,6 +20,14 @@ TEXT_SPEC = {"kind": "text", "vocab_size": 50, "pad_index": 0, "seq_len": 12, "n
 SPECS = {**IMAGE_SPECS, "text": TEXT_SPEC}
 
 
+def randomized(net: torch.nn.Module) -> torch.nn.Module:
+    """Random values in every parameter (the bag's table starts at zero, which would hide differences)."""
+    with torch.no_grad():
+        for param in net.parameters():
+            param.normal_()
+    return net
+
+
 def example_batch(spec: dict, batch: int = 4) -> torch.Tensor:
     if spec["kind"] == "image":
         return torch.randn(batch, *spec["shape"])
@@ -61,7 +69,7 @@ def test_cnn_head_width_is_derived_from_the_image():
 )
 def test_padding_does_not_change_text_predictions(config):
     spec = {**TEXT_SPEC, "seq_len": 20}
-    net = build_net(config, spec).eval()
+    net = randomized(build_net(config, spec).eval())
     tokens = torch.randint(1, spec["vocab_size"], (3, 6))
     padded = torch.cat([tokens, torch.zeros(3, 14, dtype=torch.long)], dim=1)
     torch.testing.assert_close(net(tokens), net(padded))
@@ -113,9 +121,68 @@ def test_onecycle_peaks_at_the_configured_rate_and_constant_stays():
 
 def test_binary_bag_counts_each_token_once():
     spec = {**TEXT_SPEC, "seq_len": 8}
-    net = build_net({"name": "mlp", "binary": True, "depth": 0}, spec).eval()
+    net = randomized(build_net({"name": "mlp", "binary": True, "depth": 0}, spec).eval())
     once, thrice = torch.tensor([[3, 4, 0, 0]]), torch.tensor([[3, 4, 4, 4]])
     torch.testing.assert_close(net(once), net(thrice))
     counting = build_net({"name": "mlp", "depth": 0}, spec).eval()
     counting.load_state_dict(net.state_dict())  # the same weights, without `binary`
     assert not torch.allclose(counting(once), counting(thrice))
+
+
+def test_l2_pooling_is_the_mean_times_the_square_root_of_the_count():
+    spec = {**TEXT_SPEC, "seq_len": 8}
+    mean = randomized(build_net({"name": "mlp", "depth": 0, "embedding_dim": 3}, spec).encode)
+    l2 = build_net({"name": "mlp", "depth": 0, "embedding_dim": 3, "pooling": "l2"}, spec).encode
+    l2.load_state_dict(mean.state_dict())
+    tokens = torch.tensor([[3, 4, 5, 6, 0, 0, 0, 0]])  # four real tokens
+    torch.testing.assert_close(l2(tokens), mean(tokens) * 2)
+
+
+def test_naive_bayes_weights_are_smoothed_log_count_ratios():
+    spec = {**TEXT_SPEC, "seq_len": 4}
+    net = build_net({"name": "mlp", "depth": 0, "naive_bayes": True, "binary": True}, spec)
+    tokens = torch.tensor([[3, 5, 0, 0], [3, 3, 5, 0], [4, 5, 0, 0]])  # 3 twice in one review: binary counts it once
+    labels = torch.tensor([1, 1, 0])
+    net.fit_to_training_data(tokens, labels)
+    weights = net.encode.feature_weights
+    rows = spec["vocab_size"]
+    positive = torch.ones(rows).index_add_(0, torch.tensor([3, 5, 3, 5]), torch.ones(4))
+    negative = torch.ones(rows).index_add_(0, torch.tensor([4, 5]), torch.ones(2))
+    expected = ((positive / positive.sum()) / (negative / negative.sum())).log()
+    torch.testing.assert_close(weights, expected)
+    assert weights[3] > 0 > weights[4]
+    reloaded = build_net({"name": "mlp", "depth": 0, "naive_bayes": True, "binary": True}, spec)
+    reloaded.load_state_dict(net.state_dict())  # the weights travel with the checkpoint
+    torch.testing.assert_close(reloaded.encode.feature_weights, weights)
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam"])
+def test_sparse_table_rows_get_torchs_sparse_adam_update(name):
+    spec = {**TEXT_SPEC, "seq_len": 6}
+    config = {"name": "mlp", "depth": 0, "embedding_dim": 4, "ngrams": 2, "ngram_buckets": 31, "sparse": True}
+    net = randomized(build_net(config, spec))
+    table = net.encode.bag.weight
+    reference = torch.nn.Parameter(table.detach().clone())
+    optimizer = build_optimizer(net, {"name": name, "lr": 0.01, "weight_decay": 0.1})
+    reference_optimizer = torch.optim.SparseAdam([reference], lr=0.01)
+    head_before = net.layers[0].weight.detach().clone()
+    for _ in range(3):
+        tokens = example_batch(spec)
+        optimizer.zero_grad()
+        net(tokens).square().sum().backward()
+        assert table.grad.is_sparse
+        reference.grad = table.grad.clone()
+        optimizer.step()
+        reference_optimizer.step()
+        torch.testing.assert_close(table.detach(), reference.detach())
+    assert not torch.equal(net.layers[0].weight, head_before)  # the dense head got its own update
+
+
+def test_sgd_takes_sparse_table_gradients():
+    config = {"name": "mlp", "depth": 0, "sparse": True}
+    net = randomized(build_net(config, TEXT_SPEC))
+    optimizer = build_optimizer(net, {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.01})
+    before = net.encode.bag.weight.detach().clone()
+    net(example_batch(TEXT_SPEC)).sum().backward()
+    optimizer.step()
+    assert not torch.equal(before, net.encode.bag.weight)

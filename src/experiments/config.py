@@ -61,6 +61,7 @@ def _rules() -> dict[str, Callable[[object], str | None]]:
     # Imported here so that `--help` and config errors answer without loading torch.
     from experiments.models.nets import NETS
     from experiments.models.nets.blocks import ACTIVATIONS
+    from experiments.models.nets.mlp import POOLINGS
     from experiments.models.nets.rnn import CELLS
     from experiments.models.optim import OPTIMIZERS, SCHEDULERS
 
@@ -86,6 +87,7 @@ def _rules() -> dict[str, Callable[[object], str | None]]:
         "model.embedding_dim": _integer(1),
         "model.ngrams": _integer(1),
         "model.ngram_buckets": _integer(0),
+        "model.pooling": _one_of(*POOLINGS),
         "model.activation": _one_of(*ACTIVATIONS),
         "model.dropout": _number(0.0, 1.0),
         "optimizer.name": _one_of(*OPTIMIZERS),

@@ -44,6 +44,13 @@ class Classifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def on_fit_start(self) -> None:
+        # A net may set something from the training data before the first step (the naive-Bayes feature
+        # weights of the text bag). It depends on the data alone, so a resumed run recomputes the same.
+        fit_to_training_data = getattr(self.net, "fit_to_training_data", None)
+        if fit_to_training_data is not None:
+            fit_to_training_data(*self.trainer.datamodule.splits["train"])
+
     def _shared_step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch
         logits = self(x)

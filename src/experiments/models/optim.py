@@ -11,13 +11,68 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("cosine", "onecycle", "constant")
 
 
+class LazySparseRows:
+    """Lets torch's Adam and AdamW take sparse gradients (an embedding table built with `sparse=True`).
+
+    Such a parameter gets Adam's update on the rows its batch touched only ("lazy" Adam, as in
+    `torch.optim.SparseAdam`); every other parameter gets the parent class's own update. A hashed
+    n-gram table has millions of rows and a batch uses a few thousand: a dense update of every row
+    each step would cost more than the rest of the step. Sparse rows are never weight-decayed.
+    """
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        held = []
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is not None and param.grad.is_sparse:
+                    self._update_touched_rows(param, group)
+                    held.append((param, param.grad))
+                    param.grad = None  # the parent's step skips parameters without a gradient
+        super().step()
+        for param, grad in held:
+            param.grad = grad
+        return loss
+
+    def _update_touched_rows(self, param: torch.Tensor, group: dict) -> None:
+        grad = param.grad.coalesce()
+        rows, values = grad.indices()[0], grad.values()
+        state = self.state[param]
+        if not state:
+            state["step"] = torch.tensor(0.0)
+            state["exp_avg"] = torch.zeros_like(param)
+            state["exp_avg_sq"] = torch.zeros_like(param)
+        state["step"] += 1
+        step, (beta1, beta2) = state["step"].item(), group["betas"]
+        exp_avg = state["exp_avg"][rows].mul_(beta1).add_(values, alpha=1 - beta1)
+        exp_avg_sq = state["exp_avg_sq"][rows].mul_(beta2).addcmul_(values, values, value=1 - beta2)
+        state["exp_avg"][rows], state["exp_avg_sq"][rows] = exp_avg, exp_avg_sq
+        denominator = (exp_avg_sq / (1 - beta2**step)).sqrt_().add_(group["eps"])
+        param.index_add_(0, rows, exp_avg / denominator, alpha=-group["lr"] / (1 - beta1**step))
+
+
+class Adam(LazySparseRows, torch.optim.Adam):
+    """torch's Adam, which also takes sparse embedding gradients."""
+
+
+class AdamW(LazySparseRows, torch.optim.AdamW):
+    """torch's AdamW, which also takes sparse embedding gradients."""
+
+
 def build_optimizer(model: nn.Module, config: dict) -> torch.optim.Optimizer:
     """Weight decay applies to weight matrices and kernels only: decaying biases and normalisation
-    scales towards zero only hurts (the usual practice since BERT)."""
+    scales towards zero only hurts (the usual practice since BERT). Tables with sparse gradients are
+    not decayed either: their untouched rows could not be, and torch's SGD refuses it."""
+    sparse = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding | nn.EmbeddingBag) and m.sparse}
     params = [p for p in model.parameters() if p.requires_grad]
+    decayed = [p for p in params if p.ndim > 1 and id(p) not in sparse]
     groups = [
-        {"params": [p for p in params if p.ndim > 1], "weight_decay": config.get("weight_decay", 0.0)},
-        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+        {"params": decayed, "weight_decay": config.get("weight_decay", 0.0)},
+        {"params": [p for p in params if not any(p is q for q in decayed)], "weight_decay": 0.0},
     ]
     name, lr = config["name"], config["lr"]
     if name == "sgd":
@@ -25,7 +80,7 @@ def build_optimizer(model: nn.Module, config: dict) -> torch.optim.Optimizer:
             groups, lr=lr, momentum=config.get("momentum", 0.0), nesterov=config.get("nesterov", False)
         )
     betas = tuple(config.get("betas", (0.9, 0.999)))
-    optimizer_class = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[name]
+    optimizer_class = {"adamw": AdamW, "adam": Adam}[name]
     return optimizer_class(groups, lr=lr, betas=betas)
 
 

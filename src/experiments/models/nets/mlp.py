@@ -1,4 +1,4 @@
-"""Multi-layer perceptron: flattened pixels, or the mean of token (and hashed n-gram) embeddings."""
+"""Multi-layer perceptron: flattened pixels, or a pooled bag of token (and hashed n-gram) embeddings."""
 
 from __future__ import annotations
 
@@ -9,27 +9,53 @@ from torch import nn
 
 from experiments.models.nets.blocks import make_activation
 
+POOLINGS = ("mean", "l2")
+
 
 class BagOfEmbeddings(nn.Module):
-    """fastText-style text encoder: the mean embedding of a review's tokens and of its n-grams up to `ngrams`.
+    """fastText-style text encoder: the pooled embeddings of a review's tokens and of its n-grams up to `ngrams`.
 
-    N-grams are hashed into `ngram_buckets` extra rows of the same table, so word order within a
-    short window counts without an n-gram vocabulary; padding is left out of the mean. With `binary`,
-    each distinct token or n-gram counts once per review, as in the NBSVM baselines.
+    N-grams are hashed into `ngram_buckets` extra rows of the same table, so word order within a short
+    window counts without an n-gram vocabulary. Rows start at zero, so a bucket that no training review
+    filled (an n-gram seen only at test time) adds nothing instead of noise. Padding is left out.
+    - `binary`: each distinct token or n-gram counts once per review, as in the NBSVM baselines.
+    - `pooling`: `mean` divides the sum by the number of features, `l2` by its square root (the sum of a
+      unit-length binary vector), so longer reviews, which carry more evidence, give firmer logits.
+    - `naive_bayes`: each feature is scaled by its naive-Bayes log-count ratio on the training reviews,
+      log(P(feature | positive) / P(feature | negative)) (NBSVM, Wang & Manning 2012): a strong prior for
+      two-class sentiment, set by `fit_to_training_data` before the first step.
+    - `sparse`: the table gets sparse gradients, so a step updates only the rows its batch touched (millions
+      of hashed rows, a few thousand used per batch); our Adam/AdamW/SGD take them.
     """
 
     def __init__(
-        self, vocab_size: int, dim: int, pad_index: int, ngrams: int = 1, ngram_buckets: int = 0, binary: bool = False
+        self,
+        vocab_size: int,
+        dim: int,
+        pad_index: int,
+        ngrams: int = 1,
+        ngram_buckets: int = 0,
+        binary: bool = False,
+        pooling: str = "mean",
+        naive_bayes: bool = False,
+        sparse: bool = False,
     ) -> None:
         super().__init__()
         if ngrams > 1 and ngram_buckets < 1:
             raise ValueError("n-grams need hash buckets: set ngram_buckets > 0")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         self.vocab_size, self.pad_index = vocab_size, pad_index
-        self.ngrams, self.ngram_buckets, self.binary = ngrams, ngram_buckets, binary
-        self.bag = nn.EmbeddingBag(vocab_size + ngram_buckets, dim, mode="mean", padding_idx=pad_index)
+        self.ngrams, self.ngram_buckets, self.binary, self.pooling = ngrams, ngram_buckets, binary, pooling
+        rows = vocab_size + ngram_buckets
+        self.bag = nn.EmbeddingBag(rows, dim, mode="sum", padding_idx=pad_index, sparse=sparse)
+        nn.init.zeros_(self.bag.weight)
+        # Saved with the weights, so a reloaded net needs no training data to predict.
+        self.register_buffer("feature_weights", torch.ones(rows) if naive_bayes else None)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        pieces, hashed, is_pad = [tokens], tokens.long(), tokens == self.pad_index
+    def feature_ids(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids followed by hashed n-gram ids, one row per review; padding (and repeats, if binary) as pad."""
+        pieces, hashed, is_pad = [tokens.long()], tokens.long(), tokens == self.pad_index
         for n in range(2, self.ngrams + 1):
             following = tokens[:, n - 1 :]
             hashed = hashed[:, :-1] * 1_000_003 + following  # wraps around in int64: still a fine hash
@@ -40,7 +66,35 @@ class BagOfEmbeddings(nn.Module):
         if self.binary:  # sorted, a repeat sits next to its first occurrence: blank it out as padding
             ids = ids.sort(dim=1).values
             ids[:, 1:] = ids[:, 1:].masked_fill(ids[:, 1:] == ids[:, :-1], self.pad_index)
-        return self.bag(ids)
+        return ids
+
+    @torch.no_grad()
+    def fit_to_training_data(self, tokens: torch.Tensor, labels: torch.Tensor, chunk: int = 1024) -> None:
+        """Set the naive-Bayes feature weights from the training reviews (labels 0 and 1), smoothed by one."""
+        if self.feature_weights is None:
+            return
+        if labels.max() > 1:
+            raise ValueError("naive-Bayes feature weights need two classes")
+        device = self.feature_weights.device
+        counts = torch.ones(2, len(self.feature_weights), device=device)
+        for start in range(0, len(labels), chunk):
+            ids = self.feature_ids(tokens[start : start + chunk].to(device))
+            label = labels[start : start + chunk].to(device).view(-1, 1).expand_as(ids)
+            real = ids != self.pad_index
+            counts.view(-1).index_add_(
+                0, label[real] * counts.shape[1] + ids[real], torch.ones_like(ids[real], dtype=counts.dtype)
+            )
+        ratios = counts / counts.sum(dim=1, keepdim=True)
+        self.feature_weights.copy_((ratios[1] / ratios[0]).log())
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        ids = self.feature_ids(tokens)
+        real = (ids != self.pad_index).float()
+        count = real.sum(dim=1, keepdim=True).clamp(min=1)
+        weights = real / (count if self.pooling == "mean" else count.sqrt())
+        if self.feature_weights is not None:
+            weights = weights * self.feature_weights[ids]
+        return self.bag(ids, per_sample_weights=weights)
 
 
 class MLP(nn.Module):
@@ -55,14 +109,26 @@ class MLP(nn.Module):
         ngrams: int = 1,
         ngram_buckets: int = 0,
         binary: bool = False,
+        pooling: str = "mean",
+        naive_bayes: bool = False,
+        sparse: bool = False,
     ) -> None:
         super().__init__()
         if spec["kind"] == "image":
             self.encode: nn.Module = nn.Flatten()
             features = math.prod(spec["shape"])
         else:
-            vocab_size, pad_index = spec["vocab_size"], spec["pad_index"]
-            self.encode = BagOfEmbeddings(vocab_size, embedding_dim, pad_index, ngrams, ngram_buckets, binary)
+            self.encode = BagOfEmbeddings(
+                spec["vocab_size"],
+                embedding_dim,
+                spec["pad_index"],
+                ngrams,
+                ngram_buckets,
+                binary,
+                pooling,
+                naive_bayes,
+                sparse,
+            )
             features = embedding_dim
         layers: list[nn.Module] = []
         for _ in range(depth):
@@ -70,6 +136,10 @@ class MLP(nn.Module):
             features = width
         layers.append(nn.Linear(features, spec["num_classes"]))
         self.layers = nn.Sequential(*layers)
+
+    def fit_to_training_data(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if isinstance(self.encode, BagOfEmbeddings):
+            self.encode.fit_to_training_data(x, y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(self.encode(x))
