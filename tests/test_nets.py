@@ -9,6 +9,7 @@ import torch
 
 from experiments.models.nets import NETS, build_net
 from experiments.models.nets.cnn import CNN
+from experiments.models.nets.rnn import CELLS
 from experiments.models.optim import build_optimizer, build_scheduler
 
 IMAGE_SPECS = {
@@ -186,3 +187,41 @@ def test_sgd_takes_sparse_table_gradients():
     net(example_batch(TEXT_SPEC)).sum().backward()
     optimizer.step()
     assert not torch.equal(before, net.encode.bag.weight)
+
+
+@pytest.mark.parametrize(("cell", "num_layers"), [("gru", 1), ("gru", 2), ("lstm", 1)])
+def test_rnn_reads_padded_rows_exactly_as_packed_sequences(cell, num_layers):
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    spec = {**TEXT_SPEC, "seq_len": 9}
+    last = build_net({"name": "rnn", "cell": cell, "num_layers": num_layers, "hidden_size": 6}, spec).eval()
+    maximum = build_net(
+        {"name": "rnn", "cell": cell, "num_layers": num_layers, "hidden_size": 6, "pooling": "max"}, spec
+    )
+    maximum.eval().load_state_dict(last.state_dict())
+    # The reference: torch's own bidirectional cell over packed sequences, with the same weights.
+    reference = CELLS[cell](64, 6, num_layers=num_layers, bidirectional=True, batch_first=True)
+    for layer, (forward, backward) in enumerate(last.layers):
+        for name, value in forward.named_parameters():
+            getattr(reference, name.replace("_l0", f"_l{layer}")).data.copy_(value)
+        for name, value in backward.named_parameters():
+            getattr(reference, name.replace("_l0", f"_l{layer}") + "_reverse").data.copy_(value)
+    tokens = torch.randint(1, spec["vocab_size"], (3, 9))
+    tokens[0, 4:] = 0
+    tokens[2, 7:] = 0
+    lengths = torch.tensor([4, 9, 7])
+    packed = pack_padded_sequence(last.embed(tokens), lengths, batch_first=True, enforce_sorted=False)
+    outputs, hidden = reference(packed)
+    hidden = hidden[0] if cell == "lstm" else hidden
+    outputs, _ = pad_packed_sequence(outputs, batch_first=True, padding_value=float("-inf"))
+    with torch.no_grad():
+        torch.testing.assert_close(last(tokens), last.head(torch.cat([hidden[-2], hidden[-1]], dim=1)))
+        torch.testing.assert_close(maximum(tokens), maximum.head(outputs.amax(dim=1)))
+
+
+def test_rnn_pooling_choices_are_checked_per_net(make_config):
+    from experiments.config import UserError, validate
+
+    validate(make_config("model=rnn", "model.pooling=max"))
+    with pytest.raises(UserError, match=r"model.pooling='l2' is not allowed for model=rnn: use one of last, max"):
+        validate(make_config("model=rnn", "model.pooling=l2"))

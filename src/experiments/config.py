@@ -61,7 +61,6 @@ def _rules() -> dict[str, Callable[[object], str | None]]:
     # Imported here so that `--help` and config errors answer without loading torch.
     from experiments.models.nets import NETS
     from experiments.models.nets.blocks import ACTIVATIONS
-    from experiments.models.nets.mlp import POOLINGS
     from experiments.models.nets.rnn import CELLS
     from experiments.models.optim import OPTIMIZERS, SCHEDULERS
 
@@ -87,7 +86,6 @@ def _rules() -> dict[str, Callable[[object], str | None]]:
         "model.embedding_dim": _integer(1),
         "model.ngrams": _integer(1),
         "model.ngram_buckets": _integer(0),
-        "model.pooling": _one_of(*POOLINGS),
         "model.activation": _one_of(*ACTIVATIONS),
         "model.dropout": _number(0.0, 1.0),
         "optimizer.name": _one_of(*OPTIMIZERS),
@@ -98,6 +96,12 @@ def _rules() -> dict[str, Callable[[object], str | None]]:
         "scheduler.warmup_fraction": _number(0.0, 1.0),
         "scheduler.pct_start": _number(0.0, 1.0, low_inclusive=False),
     }
+
+
+def _poolings() -> dict[str, tuple[str, ...]]:
+    from experiments.models.nets import mlp, rnn
+
+    return {"mlp": mlp.POOLINGS, "rnn": rnn.POOLINGS, "cnn": ()}
 
 
 def validate(cfg: DictConfig) -> None:
@@ -111,5 +115,9 @@ def validate(cfg: DictConfig) -> None:
         allowed = check(value)
         if allowed is not None:
             raise UserError(f"{key}={value!r} is not allowed: it must be {allowed}")
+    pooling = cfg.model.get("pooling")
+    if pooling is not None and pooling not in (choices := _poolings()[cfg.model.name]):
+        allowed = ", ".join(choices)
+        raise UserError(f"model.pooling={pooling!r} is not allowed for model={cfg.model.name}: use one of {allowed}")
     if cfg.model.get("ngrams", 1) > 1 and not cfg.model.get("ngram_buckets"):
         raise UserError(f"model.ngrams={cfg.model.ngrams} needs hash buckets for the n-grams: set model.ngram_buckets")
