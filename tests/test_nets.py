@@ -225,3 +225,16 @@ def test_rnn_pooling_choices_are_checked_per_net(make_config):
     validate(make_config("model=rnn", "model.pooling=max"))
     with pytest.raises(UserError, match=r"model.pooling='l2' is not allowed for model=rnn: use one of last, max"):
         validate(make_config("model=rnn", "model.pooling=l2"))
+
+
+def test_text_cnn_reads_the_max_and_mean_of_real_positions_only():
+    spec = {**TEXT_SPEC, "seq_len": 8}
+    net = randomized(build_net({"name": "cnn", "channels": [4], "batch_norm": False, "dropout": 0.0}, spec)).eval()
+    captured = {}
+    net.head.register_forward_hook(lambda module, inputs, output: captured.update(pooled=inputs[0]))
+    tokens = torch.tensor([[5, 6, 7, 8, 0, 0, 0, 0], [0] * 8])
+    assert torch.isfinite(net(tokens)).all()  # an empty review too
+    features = net.features(net.embed(tokens[:1]).transpose(1, 2))  # 4 positions after one halving
+    strongest, average = captured["pooled"][0].split(4)
+    torch.testing.assert_close(strongest, features[0, :, :2].amax(dim=1))  # tokens 1-4 fill positions 0-1
+    torch.testing.assert_close(average, features[0, :, :2].mean(dim=1))
