@@ -31,7 +31,7 @@ def test_default_run_reaches_the_accuracy_bar_and_logs_to_tensorboard(tmp_path: 
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    assert {"train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/f1"} <= scalars
+    assert {"train/loss_step", "train/loss", "train/acc", "train/f1", "val/loss", "val/acc", "val/f1"} <= scalars
     assert "train/samples_per_s" in scalars
     val_acc = [event.value for event in events.Scalars("val/acc")]
     assert len(val_acc) == 20 and max(val_acc) == max(val_acc[-15:]) > 0.9  # it learned, not just started well

@@ -15,39 +15,42 @@ class Throughput(L.Callback):
 
     The first epoch carries the warm-up (allocations, cuDNN autotuning, lazy inits), so once a run
     has more than one epoch the figure covers the later ones only: the steady state a benchmark sees.
-    Logged per epoch as `train/samples_per_s`; the run's figure is `samples_per_second`.
+    The clock runs from the epoch's start (fetching batches included) and stops for validation and
+    whatever follows it (checkpoints); after a validation within an epoch it starts again with the
+    next training batch. Logged per epoch as `train/samples_per_s`; the run's figure is `samples_per_second`.
     """
 
     def __init__(self) -> None:
         self.epochs: list[tuple[int, float]] = []  # (samples, seconds) per finished training epoch
         self._samples = 0
         self._seconds = 0.0
-        self._running_since: float | None = None  # None while validation interrupts training
+        self._running_since: float | None = None  # None while the clock is stopped
 
     def _now(self, trainer: L.Trainer) -> float:
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize()  # a few times per epoch: queued GPU work belongs to the time before it
         return time.perf_counter()
 
+    def _stop(self, trainer: L.Trainer) -> None:
+        if self._running_since is not None:
+            self._seconds += self._now(trainer) - self._running_since
+            self._running_since = None
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._samples, self._seconds, self._running_since = 0, 0.0, self._now(trainer)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if self._running_since is None:  # the first batch after a validation within the epoch
+            self._running_since = self._now(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self._samples += len(batch[1])
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._running_since is not None:
-            self._seconds += self._now(trainer) - self._running_since
-            self._running_since = None
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn == "fit" and not trainer.sanity_checking:
-            self._running_since = self._now(trainer)
+        self._stop(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._running_since is not None:
-            self._seconds += self._now(trainer) - self._running_since
-            self._running_since = None
+        self._stop(trainer)
         self.epochs.append((self._samples, self._seconds))
         if self._seconds > 0:
             pl_module.log("train/samples_per_s", self._samples / self._seconds)

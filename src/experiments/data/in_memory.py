@@ -104,6 +104,12 @@ class InMemoryDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> TensorBatches:
         return self.test_dataloader()
 
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        # Our batches are always (inputs, labels): moved directly, not by Lightning's generic walk over
+        # any nesting of collections, which costs a small net several percent of its step time.
+        x, y = batch
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, y = batch
         if self.spec["kind"] == "image":

@@ -2,18 +2,59 @@
 
 Its hyperparameters are plain values (dicts, lists, numbers, strings), so checkpoints load with
 torch's default `weights_only=True`, and `Classifier.load_from_checkpoint(path)` rebuilds the net.
+
+A training step does the step and nothing else: its loss and predictions stay on the device in a
+`Tally`, read once at the epoch's end (one host-device sync per epoch, none per step). Every
+`log_every_n_steps`-th step loss goes to the loggers then too, as `train/loss_step`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from experiments.models.nets import build_net
 from experiments.models.optim import build_optimizer, build_scheduler
+
+
+class Tally:
+    """One stage's losses and predictions over an epoch, on their device; counted once, at the epoch's end."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.reset()
+
+    def reset(self) -> None:
+        self.losses: list[torch.Tensor] = []
+        self.sizes: list[int] = []
+        self.predictions: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+
+    def add(self, logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor) -> None:
+        self.losses.append(loss.detach())
+        self.sizes.append(len(targets))
+        self.predictions.append(logits.detach().argmax(dim=1))
+        self.targets.append(targets)
+
+    def compute(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Mean loss, accuracy and macro-F1 (over the classes seen in targets or predictions).
+
+        `reduce` sums a tensor over all processes (identity on one), so every rank reads the same values.
+        """
+        predictions, targets = torch.cat(self.predictions), torch.cat(self.targets)
+        classes = torch.arange(self.num_classes, device=targets.device)
+        predicted, actual = predictions[:, None] == classes, targets[:, None] == classes
+        sizes = torch.tensor(self.sizes, dtype=torch.float32, device=targets.device)
+        loss_sum = torch.stack(self.losses).float() @ sizes
+        counts = [(predicted & actual).sum(0), predicted.sum(0), actual.sum(0), loss_sum.view(1), sizes.sum().view(1)]
+        totals = reduce(torch.cat([c.float() for c in counts]))
+        true_positives, predicted, actual, (loss_sum, n) = totals.split([self.num_classes] * 3 + [2])
+        seen = (predicted + actual) > 0
+        f1 = 2 * true_positives[seen] / (predicted + actual)[seen]
+        return {"loss": loss_sum / n, "acc": true_positives.sum() / n, "f1": f1.mean()}
 
 
 class Classifier(L.LightningModule):
@@ -29,17 +70,8 @@ class Classifier(L.LightningModule):
         self.save_hyperparameters()
         self.net = build_net(net, spec)
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        num_classes = spec["num_classes"]
-        metrics = MetricCollection(
-            {
-                "acc": MulticlassAccuracy(num_classes, average="micro"),
-                "f1": MulticlassF1Score(num_classes, average="macro"),
-            }
-        )
-        # One copy per stage: each accumulates on the device and is read once, at the epoch's end.
-        self.train_metrics = metrics.clone(prefix="train/")
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
+        self.tallies = {stage: Tally(spec["num_classes"]) for stage in ("train", "val", "test")}
+        self.step_losses: list[tuple[int, torch.Tensor]] = []  # (global step, loss) for the loggers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -55,17 +87,14 @@ class Classifier(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = self.loss(logits, y)
-        metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(logits, y)
-        # The progress bar shows epoch values only: Lightning turns every progress-bar value into a Python
-        # number after each batch, which on a GPU would wait for the step to finish.
-        training = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=training, on_epoch=True, prog_bar=not training, batch_size=len(y))
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=not training)
+        self.tallies[stage].add(logits, y, loss)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
+        loss = self._shared_step(batch, "train")
+        if self.trainer.loggers and (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self.step_losses.append((self.global_step, loss.detach()))
+        return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._shared_step(batch, "val")
@@ -75,6 +104,43 @@ class Classifier(L.LightningModule):
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self(batch[0]).softmax(dim=1)
+
+    def on_train_epoch_start(self) -> None:
+        self.tallies["train"].reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self.tallies["val"].reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.tallies["test"].reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_tally("train")
+        if self.step_losses and self.trainer.is_global_zero:
+            steps, losses = zip(*self.step_losses, strict=True)
+            for step, value in zip(steps, torch.stack(losses).tolist(), strict=True):
+                for logger in self.loggers:
+                    logger.log_metrics({"train/loss_step": value}, step=step)
+        self.step_losses.clear()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_tally("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_tally("test")
+
+    def _log_tally(self, stage: str) -> None:
+        tally = self.tallies[stage]
+        if not tally.sizes:  # no batches this epoch (e.g. limit_val_batches=0)
+            return
+
+        def reduce(totals: torch.Tensor) -> torch.Tensor:
+            return self.trainer.strategy.reduce(totals, reduce_op="sum")
+
+        metrics = tally.compute(reduce)
+        # Already the same on every rank: no further sync. Validation values show on the progress bar.
+        self.log_dict({f"{stage}/{name}": value for name, value in metrics.items()}, prog_bar=stage == "val")
+        tally.reset()
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.net, self.hparams.optimizer)

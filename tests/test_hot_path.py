@@ -1,0 +1,83 @@
+"""The training hot path: epoch metrics counted on the device, steady-state throughput, fused optimisers."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import pytest
+import torch
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from experiments.callbacks import Throughput
+from experiments.data import DigitsDataModule
+from experiments.models.classifier import Classifier, Tally
+from experiments.models.optim import build_optimizer
+
+NET = {"name": "mlp", "width": 32, "depth": 1}
+ADAMW = {"name": "adamw", "lr": 0.01, "weight_decay": 0.01}
+
+
+def test_tally_matches_torchmetrics_over_uneven_batches():
+    generator = torch.Generator().manual_seed(0)
+    tally = Tally(num_classes=5)
+    accuracy, f1 = MulticlassAccuracy(5, average="micro"), MulticlassF1Score(5, average="macro")
+    losses, sizes = [], []
+    for size in (7, 16, 3):
+        logits = torch.randn(size, 5, generator=generator)
+        targets = torch.randint(0, 4, (size,), generator=generator)  # class 4 never a target: still counted
+        loss = torch.nn.functional.cross_entropy(logits, targets)
+        tally.add(logits, targets, loss)
+        accuracy.update(logits, targets), f1.update(logits, targets)
+        losses.append(loss * size), sizes.append(size)
+    metrics = tally.compute(reduce=lambda totals: totals)
+    assert metrics["acc"].item() == pytest.approx(accuracy.compute().item())
+    assert metrics["f1"].item() == pytest.approx(f1.compute().item())
+    assert metrics["loss"].item() == pytest.approx((sum(losses) / sum(sizes)).item())
+
+
+def test_tally_sums_over_processes_before_dividing():
+    tally = Tally(num_classes=2)
+    tally.add(torch.tensor([[2.0, 0.0], [0.0, 2.0]]), torch.tensor([0, 0]), torch.tensor(1.0))
+    # As if a second process had seen the same two samples: counts double, the ratios stay.
+    metrics = tally.compute(reduce=lambda totals: 2 * totals)
+    assert metrics["acc"].item() == pytest.approx(0.5) and metrics["loss"].item() == pytest.approx(1.0)
+
+
+def test_optimizers_use_fused_kernels_and_skip_decay_on_biases():
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    for config in (ADAMW, {"name": "adam", "lr": 0.1}, {"name": "sgd", "lr": 0.1, "momentum": 0.9}):
+        optimizer = build_optimizer(net, config)
+        assert all(group["fused"] for group in optimizer.param_groups)
+        assert [len(g["params"]) for g in optimizer.param_groups] == [1, 3]
+        assert optimizer.param_groups[1]["weight_decay"] == 0.0
+
+
+class SlowCheckpoint(L.Callback):
+    """Stands in for a checkpoint written after validation: time that is not training."""
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            time.sleep(0.5)
+
+
+def test_throughput_counts_training_batches_only():
+    data = DigitsDataModule(batch_size=64)
+    model = Classifier(data.spec, NET, ADAMW, {"name": "constant"})
+    throughput = Throughput()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        val_check_interval=0.5,  # validation in the middle of each epoch too
+        callbacks=[throughput, SlowCheckpoint()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=data)
+    training_samples = len(data.splits["train"][1])
+    assert [samples for samples, _ in throughput.epochs] == [training_samples] * 2
+    assert all(seconds < 0.4 for _, seconds in throughput.epochs)  # two sleeps per epoch left out
+    assert throughput.samples_per_second == pytest.approx(training_samples / throughput.epochs[1][1])
+    assert set(trainer.callback_metrics) >= {"train/loss", "train/acc", "train/f1", "val/loss", "val/acc", "val/f1"}
