@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder's helper
 # name: (overrides a user would type, synthetic DataModule, batches per timed epoch on cpu / on cuda)
 WORKLOADS = {
     "mnist_mlp": (["experiment=mnist_mlp"], "synthetic.SyntheticMNIST", {"cpu": 100, "cuda": None}),
-    "cifar_cnn": (["data=cifar10", "model=cnn"], "synthetic.SyntheticCIFAR10", {"cpu": 40, "cuda": None}),
-    "imdb_rnn": (["data=imdb", "model=rnn"], "synthetic.SyntheticIMDB", {"cpu": 4, "cuda": None}),
+    "cifar_cnn": (["data=cifar10", "model=cnn"], "synthetic.SyntheticCIFAR10", {"cpu": 5, "cuda": None}),
+    "imdb_rnn": (["data=imdb", "model=rnn"], "synthetic.SyntheticIMDB", {"cpu": 2, "cuda": None}),
 }
 # On a GPU the CIFAR-10 CNN is the reference: 64/256/256 channels at batch 512.
 CUDA_OVERRIDES = {"cifar_cnn": ["model.channels=[64,256,256]", "data.batch_size=512"]}

@@ -17,7 +17,8 @@ class Throughput(L.Callback):
     has more than one epoch the figure covers the later ones only: the steady state a benchmark sees.
     The clock runs from the epoch's start (fetching batches included) and stops for validation and
     whatever follows it (checkpoints); after a validation within an epoch it starts again with the
-    next training batch. Logged per epoch as `train/samples_per_s`; the run's figure is `samples_per_second`.
+    next training batch. Under data parallelism the figure counts the samples of all processes.
+    Logged per epoch as `train/samples_per_s`; the run's figure is `samples_per_second`.
     """
 
     def __init__(self) -> None:
@@ -44,7 +45,7 @@ class Throughput(L.Callback):
             self._running_since = self._now(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        self._samples += len(batch[1])
+        self._samples += len(batch[1]) * trainer.world_size  # every process steps in lockstep
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._stop(trainer)
@@ -53,7 +54,7 @@ class Throughput(L.Callback):
         self._stop(trainer)
         self.epochs.append((self._samples, self._seconds))
         if self._seconds > 0:
-            pl_module.log("train/samples_per_s", self._samples / self._seconds)
+            pl_module.log("train/samples_per_s", self._samples / self._seconds, sync_dist=True)  # mean of processes
 
     @property
     def samples_per_second(self) -> float | None:

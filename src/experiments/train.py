@@ -92,9 +92,10 @@ def train(cfg: DictConfig) -> float:
         "parameters": sum(p.numel() for p in model.parameters()),
         "best_checkpoint": best_path,
     }
-    with written_atomically(output_dir / "metrics.json") as temporary:  # never seen half-written
-        temporary.write_text(json.dumps(metrics, indent=2) + "\n")
-    print_summary(metrics, output_dir)
+    if trainer.is_global_zero:  # under data parallelism, one process reports for all
+        with written_atomically(output_dir / "metrics.json") as temporary:  # never seen half-written
+            temporary.write_text(json.dumps(metrics, indent=2) + "\n")
+        print_summary(metrics, output_dir)
     return objective
 
 

@@ -30,10 +30,20 @@ def split_off(
     return (x[rest], y[rest]), (x[carved], y[carved])
 
 
+def fits_on_device(nbytes: int, free_bytes: int) -> bool:
+    """Whole splits go to the GPU when they take at most a quarter of its free memory: the rest is the model's."""
+    return nbytes <= free_bytes // 4
+
+
 class TensorBatches:
     """Batches `(x[idx], y[idx])` of whole in-memory splits, in a fresh order each epoch when shuffled.
 
     The order depends only on `seed` and the epoch number, so a resumed run sees the same batches.
+    Under data parallelism every process draws the same order and takes its own `batch_size` slice of
+    each global batch of `world_size * batch_size`: together the processes cover the epoch exactly as
+    one process would, and all run the same number of steps (a last global batch with fewer samples
+    than processes lends its final sample to the processes left without one). Splits resident on a GPU
+    are indexed there; `pin` gathers CPU batches into page-locked memory, for asynchronous copies.
     """
 
     def __init__(
@@ -44,27 +54,47 @@ class TensorBatches:
         shuffle: bool = False,
         seed: int = 0,
         epoch: Callable[[], int] = lambda: 0,
+        rank: int = 0,
+        world_size: int = 1,
+        pin: bool = False,
     ) -> None:
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = epoch
+        self.rank, self.world_size = rank, world_size
+        self.pin = pin
 
     def __len__(self) -> int:
-        return math.ceil(len(self.y) / self.batch_size)
+        return math.ceil(len(self.y) / (self.batch_size * self.world_size))
+
+    def _bounds(self) -> Iterator[tuple[int, int]]:
+        """This process's [start, stop) positions within each global batch of the epoch's order."""
+        n, size = len(self.y), self.batch_size * self.world_size
+        for start in range(0, n, size):
+            share, extra = divmod(min(size, n - start), self.world_size)  # the first `extra` take one more
+            first = start + self.rank * share + min(self.rank, extra)
+            stop = first + share + (self.rank < extra)
+            yield (first, stop) if stop > first else (n - 1, n)
+
+    def _take(self, tensor: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        if not self.pin:
+            return tensor[idx]
+        batch = torch.empty((len(idx), *tensor.shape[1:]), dtype=tensor.dtype, pin_memory=True)
+        return torch.index_select(tensor, 0, idx, out=batch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.y)
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch())
-            order = torch.randperm(n, generator=generator)
-            for start in range(0, n, self.batch_size):
-                idx = order[start : start + self.batch_size]
-                yield self.x[idx], self.y[idx]
+            order = torch.randperm(len(self.y), generator=generator).to(self.x.device)
+            for start, stop in self._bounds():
+                idx = order[start:stop]
+                yield self._take(self.x, idx), self._take(self.y, idx)
         else:  # contiguous slices are views: no copy at all
-            for start in range(0, n, self.batch_size):
-                yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
+            for start, stop in self._bounds():
+                x, y = self.x[start:stop], self.y[start:stop]
+                yield (x.pin_memory(), y.pin_memory()) if self.pin else (x, y)
 
 
 class InMemoryDataModule(L.LightningDataModule):
@@ -87,19 +117,38 @@ class InMemoryDataModule(L.LightningDataModule):
         self.seed = seed
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._scale: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._resident: bool | None = None  # whether the splits live on the GPU; decided at the first batch
+        self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
 
+    def _batches(self, split: str, batch_size: int, shuffle: bool = False) -> TensorBatches:
+        """The split's batches for this process: from GPU memory when the data fits there, else pinned."""
+        x, y = self.splits[split]
+        trainer, pin = self.trainer, False
+        if trainer is not None and trainer.strategy.root_device.type == "cuda":
+            device = trainer.strategy.root_device
+            if self._resident is None:
+                nbytes = sum(t.nbytes for pair in self.splits.values() for t in pair)
+                self._resident = fits_on_device(nbytes, torch.cuda.mem_get_info(device)[0])
+            if self._resident:
+                if split not in self._on_device:
+                    self._on_device[split] = (x.to(device), y.to(device))
+                x, y = self._on_device[split]
+            else:
+                pin = True
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return TensorBatches(x, y, batch_size, shuffle, self.seed, self._current_epoch, rank, world_size, pin)
+
     def train_dataloader(self) -> TensorBatches:
-        x, y = self.splits["train"]
-        return TensorBatches(x, y, self.batch_size, shuffle=True, seed=self.seed, epoch=self._current_epoch)
+        return self._batches("train", self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self.splits["val"], self.eval_batch_size)
+        return self._batches("val", self.eval_batch_size)
 
     def test_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self.splits["test"], self.eval_batch_size)
+        return self._batches("test", self.eval_batch_size)
 
     def predict_dataloader(self) -> TensorBatches:
         return self.test_dataloader()

@@ -114,8 +114,13 @@ class Classifier(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.tallies["test"].reset()
 
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # At the epoch's last batch, so that callbacks (the progress line among them) read this epoch's values.
+        if batch_idx + 1 == self.trainer.num_training_batches:
+            self._log_tally("train")
+
     def on_train_epoch_end(self) -> None:
-        self._log_tally("train")
+        self._log_tally("train")  # an epoch cut short (max_steps, a stop signal); else already logged
         if self.step_losses and self.trainer.is_global_zero:
             steps, losses = zip(*self.step_losses, strict=True)
             for step, value in zip(steps, torch.stack(losses).tolist(), strict=True):
@@ -138,8 +143,10 @@ class Classifier(L.LightningModule):
             return self.trainer.strategy.reduce(totals, reduce_op="sum")
 
         metrics = tally.compute(reduce)
-        # Already the same on every rank: no further sync. Validation values show on the progress bar.
-        self.log_dict({f"{stage}/{name}": value for name, value in metrics.items()}, prog_bar=stage == "val")
+        # The values are already the same on every process; sync_dist's one small all-reduce per epoch
+        # keeps Lightning's bookkeeping (and its warning) quiet. Validation values show on the progress bar.
+        values = {f"{stage}/{name}": value for name, value in metrics.items()}
+        self.log_dict(values, on_step=False, on_epoch=True, prog_bar=stage == "val", sync_dist=True)
         tally.reset()
 
     def configure_optimizers(self):
