@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder's helper
 
 # name: (overrides a user would type, synthetic DataModule, batches per timed epoch on cpu / on cuda)
 WORKLOADS = {
-    "mnist_mlp": (["experiment=mnist_mlp"], "synthetic.SyntheticMNIST", {"cpu": 100, "cuda": None}),
+    "mnist_mlp": (["experiment=mnist_mlp"], "synthetic.SyntheticMNIST", {"cpu": 40, "cuda": None}),
     "cifar_cnn": (["data=cifar10", "model=cnn"], "synthetic.SyntheticCIFAR10", {"cpu": 5, "cuda": None}),
     "imdb_rnn": (["data=imdb", "model=rnn"], "synthetic.SyntheticIMDB", {"cpu": 2, "cuda": None}),
 }

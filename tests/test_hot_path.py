@@ -11,7 +11,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from experiments.callbacks import Throughput
 from experiments.data import DigitsDataModule
-from experiments.models.classifier import Classifier, Tally
+from experiments.models.classifier import Classifier, Tally, prepare_net
+from experiments.models.nets import build_net
 from experiments.models.optim import build_optimizer
 
 NET = {"name": "mlp", "width": 32, "depth": 1}
@@ -81,3 +82,23 @@ def test_throughput_counts_training_batches_only():
     assert all(seconds < 0.4 for _, seconds in throughput.epochs)  # two sleeps per epoch left out
     assert throughput.samples_per_second == pytest.approx(training_samples / throughput.epochs[1][1])
     assert set(trainer.callback_metrics) >= {"train/loss", "train/acc", "train/f1", "val/loss", "val/acc", "val/f1"}
+
+
+def test_compile_switch_compiles_in_place_and_keeps_checkpoint_keys():
+    # A full compiled run takes minutes on a CPU (measured in docs/benchmarks.md); here only the switch.
+    net = build_net({"name": "cnn", "channels": [4]}, DigitsDataModule.spec)
+    keys = set(net.state_dict())
+    prepare_net(net, torch.device("cpu"), compile=False)
+    assert net._compiled_call_impl is None
+    prepare_net(net, torch.device("cpu"), compile=True)
+    assert net._compiled_call_impl is not None and set(net.state_dict()) == keys
+    assert next(net.parameters()).is_contiguous()  # channels-last only on GPUs
+
+
+def test_channels_last_on_gpus_for_convolutional_nets_only():
+    conv, mlp = (build_net({"name": n}, DigitsDataModule.spec) for n in ("cnn", "mlp"))
+    cuda = torch.device("cuda")  # only read for its type: no GPU needed to decide
+    conv_weight = next(m.weight for m in conv.modules() if isinstance(m, torch.nn.Conv2d))
+    prepare_net(conv, cuda, compile=False)
+    assert conv_weight.is_contiguous(memory_format=torch.channels_last)
+    prepare_net(mlp, cuda, compile=False)  # nothing to change, and nothing breaks

@@ -37,8 +37,11 @@ def example_batch(spec: dict, batch: int = 4) -> torch.Tensor:
     return tokens
 
 
-@pytest.mark.parametrize("spec_name", SPECS)
-@pytest.mark.parametrize("net_name", NETS)
+# Every net on every input, except the CIFAR-10 speedrun net on text: it refuses it (tests/test_speedrun.py).
+@pytest.mark.parametrize(
+    ("net_name", "spec_name"),
+    [(net, spec) for net in NETS for spec in SPECS if (net, spec) != ("speedrun", "text")],
+)
 def test_every_net_fits_every_input(net_name, spec_name):
     spec = SPECS[spec_name]
     net = build_net({"name": net_name}, spec)

@@ -51,6 +51,10 @@ def _one_of(*choices: str) -> Callable[[object], str | None]:
     return check
 
 
+def _boolean(value: object) -> str | None:
+    return None if isinstance(value, bool) else "true or false"
+
+
 def _positive_integers(value: object) -> str | None:
     ok = isinstance(value, list | tuple) and len(value) > 0
     ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
@@ -70,6 +74,7 @@ def _rules() -> dict[str, Callable[[object], str | None]]:
         "objective": _one_of(*metrics),
         "objective_mode": _one_of("max", "min"),
         "label_smoothing": _number(0.0, 1.0),
+        "compile": _boolean,
         "data.batch_size": _integer(1),
         "trainer.max_epochs": _integer(-1),
         "trainer.precision": _one_of("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"),

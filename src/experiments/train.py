@@ -56,6 +56,7 @@ def train(cfg: DictConfig) -> float:
         optimizer=plain(cfg.optimizer),
         scheduler=plain(cfg.scheduler),
         label_smoothing=cfg.label_smoothing,
+        compile=cfg.compile,
     )
     throughput = Throughput()
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] + [throughput]

@@ -170,11 +170,12 @@ class InMemoryDataModule(L.LightningDataModule):
         return x, y.long()
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """(x - mean) / std per channel, as one multiply-add: x * (1 / std) + (-mean / std)."""
         if self._scale is None or self._scale[0].device != x.device:  # copied to the device once, not per batch
-            shift = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-            self._scale = (shift, torch.tensor(self.std, device=x.device).view(1, -1, 1, 1))
-        mean, std = self._scale
-        return (x.float() - mean) / std
+            scale = 1 / torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+            self._scale = (scale, -torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1) * scale)
+        scale, shift = self._scale
+        return torch.addcmul(shift, x.float(), scale)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """Training-time augmentation of a normalised batch, on its device; none by default."""

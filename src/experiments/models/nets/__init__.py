@@ -11,8 +11,9 @@ from torch import nn
 from experiments.models.nets.cnn import CNN
 from experiments.models.nets.mlp import MLP
 from experiments.models.nets.rnn import RNN
+from experiments.models.nets.speedrun import SpeedrunNet
 
-NETS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN, "rnn": RNN}
+NETS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN, "rnn": RNN, "speedrun": SpeedrunNet}
 
 
 def build_net(config: dict, spec: dict) -> nn.Module:

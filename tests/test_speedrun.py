@@ -1,0 +1,111 @@
+"""The CIFAR-10 speedrun recipe's pieces, checked on the CPU with tiny data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from experiments.callbacks import Lookahead
+from experiments.data.cifar10_speedrun import AlternatingFlipCIFAR10
+from experiments.models.nets.speedrun import ConvGroup, SpeedrunNet
+from experiments.train import train
+from tests import fixtures
+
+SPEC = {"kind": "image", "shape": [3, 32, 32], "num_classes": 10}
+
+
+def correlated_images(n: int = 64) -> torch.Tensor:
+    smooth = torch.nn.functional.avg_pool2d(torch.randn(n, 3, 34, 34), 3, stride=1)  # neighbours correlate
+    return smooth + 0.5 * smooth.mean(dim=1, keepdim=True)  # and so do channels
+
+
+def test_whitening_layer_decorrelates_patches_and_is_fitted_once():
+    net = SpeedrunNet(SPEC, widths=[8, 8, 8]).train()
+    x = correlated_images()
+    net(x)
+    assert bool(net.whitened) and not net.whiten.weight.requires_grad
+    half = net.whiten(x)[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)  # the second half mirrors the first
+    covariance = torch.cov(half.T)
+    assert torch.allclose(covariance, torch.eye(12), atol=0.05)
+    assert half.mean(0).abs().max() < 1e-3
+    weight = net.whiten.weight.clone()
+    net(correlated_images())
+    assert torch.equal(weight, net.whiten.weight)  # later batches leave it alone
+
+
+def test_convolutions_start_as_identity_on_their_inputs_and_batchnorm_scales_are_frozen():
+    group = ConvGroup(4, 8, bn_momentum=0.4)
+    x = torch.randn(2, 4, 6, 6)
+    assert torch.allclose(group.conv1(x)[:, :4], x, atol=1e-6)
+    assert not group.norm1.weight.requires_grad and group.norm1.bias.requires_grad
+    assert group.norm1.eps == 1e-12 and group.norm1.momentum == 0.4
+
+
+def test_test_time_augmentation_weights_sum_to_one():
+    net = SpeedrunNet(SPEC, widths=[8, 8, 8]).train()
+    net(correlated_images())
+    net.eval()
+    flat = torch.full((3, 3, 32, 32), 0.7)  # every view of a flat image is the same image
+    with torch.no_grad():
+        assert torch.allclose(net(flat), net.logits(flat), atol=1e-5)
+        x = correlated_images(3)
+        assert not torch.allclose(net(x), net.logits(x))
+
+
+def test_text_is_refused_with_one_line():
+    with pytest.raises(Exception, match="model=speedrun is a net for images"):
+        SpeedrunNet({"kind": "text", "vocab_size": 10, "pad_index": 0, "seq_len": 5, "num_classes": 2})
+
+
+def test_alternating_flip_shows_each_image_both_ways_in_consecutive_epochs(tmp_path):
+    fixtures.write_cifar10(tmp_path, per_batch=20, n_test=10)
+    data = AlternatingFlipCIFAR10(data_dir=str(tmp_path), val_size=0.0, batch_size=100)
+    data.setup()
+    x = data.splits["train"][0]
+    epochs = []
+    for epoch in (0, 1, 2):
+        data._current_epoch = lambda epoch=epoch: epoch
+        epochs.append(data.train_dataloader().x)
+    mirrored = [(e == x.flip(3)).flatten(1).all(1) & ~(e == x).flatten(1).all(1) for e in epochs]
+    assert 25 < int(mirrored[0].sum()) < 75  # a random half starts mirrored
+    assert torch.equal(mirrored[1], ~mirrored[0]) and torch.equal(mirrored[2], mirrored[0])
+
+
+def test_lookahead_ends_on_the_slow_weights():
+    model = torch.nn.Linear(3, 1)
+    module = L.LightningModule()
+    module.net = model
+    lookahead = Lookahead(every=1, decay=0.5)
+    lookahead.on_train_start(None, module)
+    start = model.weight.detach().clone()
+    model.weight.data += 2.0  # a step of the fast weights
+
+    class Trainer:
+        global_step = 1
+
+    lookahead.on_train_batch_end(Trainer(), module, None, None, 0)
+    assert torch.allclose(model.weight, start + 1.0)  # halfway back, and the fast weights restart there
+    model.weight.data += 4.0
+    lookahead.on_train_end(None, module)
+    assert torch.allclose(model.weight, start + 1.0)
+
+
+def test_the_recipe_trains_end_to_end(make_config, tmp_path):
+    fixtures.write_cifar10(tmp_path / "data", per_batch=100, n_test=100)
+    cfg = make_config(
+        "experiment=cifar10_speedrun",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "model.widths=[8,16,16]",
+        "data.batch_size=50",
+        "data.val_size=0.2",
+        "trainer.max_epochs=3",
+        "trainer.accelerator=cpu",
+        "logger=none",
+    )
+    train(cfg)
+    metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["test"]["test/acc"] > 0.3  # chance is 0.1
