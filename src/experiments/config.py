@@ -106,7 +106,7 @@ def _rules() -> dict[str, Callable[[object], str | None]]:
 def _poolings() -> dict[str, tuple[str, ...]]:
     from experiments.models.nets import mlp, rnn
 
-    return {"mlp": mlp.POOLINGS, "rnn": rnn.POOLINGS, "cnn": ()}
+    return {"mlp": mlp.POOLINGS, "rnn": rnn.POOLINGS, "cnn": (), "speedrun": ()}
 
 
 def validate(cfg: DictConfig) -> None:
