@@ -18,16 +18,19 @@ import os
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import NoReturn
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import (
     HydraException,
     InstantiationException,
     MissingConfigException,
     OverrideParseException,
 )
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
@@ -46,6 +49,7 @@ def train(cfg: DictConfig) -> float:
     from experiments.callbacks import Throughput
     from experiments.data.files import written_atomically
     from experiments.models.classifier import Classifier
+    from experiments.recovery import AtomicCheckpointIO, StopOnNonFiniteLoss, stop_signals_noted
 
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -58,13 +62,18 @@ def train(cfg: DictConfig) -> float:
         label_smoothing=cfg.label_smoothing,
     )
     throughput = Throughput()
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] + [throughput]
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] + [throughput, StopOnNonFiniteLoss()]
     loggers = [instantiate(c) for c in cfg.logger.values() if c]
     trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=pick_precision(cfg.trainer)
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        precision=pick_precision(cfg.trainer),
+        plugins=[AtomicCheckpointIO()],
     )
 
-    trainer.fit(model, datamodule=datamodule)
+    with stop_signals_noted():  # SIGINT/SIGTERM: save last.ckpt at the end of the batch, then stop
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("resume"))
     fit_seconds = time.perf_counter() - started
     val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     checkpoint = trainer.checkpoint_callback
@@ -144,10 +153,20 @@ def print_summary(metrics: dict, output_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float:
+    from experiments.recovery import Interrupted, NonFiniteLoss
+
     try:
         return train(cfg)
     except (UserError, InstantiationException) as error:
         exit_for_user_error(error)  # here, before Hydra adds its own report of the failed job
+    except Interrupted as stop:
+        print(f"{stop}", file=sys.stderr, flush=True)
+        sys.exit(stop.exit_code)
+    except NonFiniteLoss as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweep records this job as failed and goes on
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def describe(error: BaseException) -> str:
@@ -180,9 +199,17 @@ def main() -> None:
     """Console entry point: Hydra parses the command line; a user's mistake ends in one line and exit code 2."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's errors reach `describe` instead of its multi-line report
     try:
-        _hydra_main()
+        arguments = sys.argv[1:]
+        resuming = any(argument.startswith("resume=") for argument in arguments)
+        if resuming:  # imported only then: it loads torch, which --help and --cfg do without
+            from experiments.recovery import resumed
+        with resumed(arguments) if resuming else nullcontext(arguments) as sys.argv[1:]:
+            _hydra_main()
     except (UserError, HydraException, OmegaConfBaseException) as error:
         exit_for_user_error(error)
+    except KeyboardInterrupt:  # Ctrl+C before training started: nothing to save
+        print("interrupted before training started; nothing was saved", file=sys.stderr, flush=True)
+        sys.exit(130)
     except BrokenPipeError:  # `python -m experiments --help | head`: the reader left; nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)

@@ -33,7 +33,9 @@ def split_off(
 class TensorBatches:
     """Batches `(x[idx], y[idx])` of whole in-memory splits, in a fresh order each epoch when shuffled.
 
-    The order depends only on `seed` and the epoch number, so a resumed run sees the same batches.
+    The order depends only on `seed` and the epoch number, and `state_dict()` records how many batches of
+    the epoch the trainer has finished (`finished`), which Lightning keeps in its checkpoints: a run
+    resumed mid-epoch goes on with the very next batch, as if it had never stopped.
     """
 
     def __init__(
@@ -44,26 +46,42 @@ class TensorBatches:
         shuffle: bool = False,
         seed: int = 0,
         epoch: Callable[[], int] = lambda: 0,
+        finished: Callable[[], int] = lambda: 0,
     ) -> None:
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = epoch
+        self.finished = finished
+        self._resume_from: dict | None = None
 
     def __len__(self) -> int:
         return math.ceil(len(self.y) / self.batch_size)
 
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch(), "finished": self.finished()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume_from = state  # read by the next __iter__, once the epoch counter is restored too
+
+    def _first_batch(self) -> int:
+        state, self._resume_from = self._resume_from, None
+        if state is not None and state["epoch"] == self.epoch() and 0 < state["finished"] < len(self):
+            return state["finished"]
+        return 0
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.y)
+        first = self._first_batch() * self.batch_size
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch())
             order = torch.randperm(n, generator=generator)
-            for start in range(0, n, self.batch_size):
+            for start in range(first, n, self.batch_size):
                 idx = order[start : start + self.batch_size]
                 yield self.x[idx], self.y[idx]
         else:  # contiguous slices are views: no copy at all
-            for start in range(0, n, self.batch_size):
+            for start in range(first, n, self.batch_size):
                 yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
 
 
@@ -87,13 +105,40 @@ class InMemoryDataModule(L.LightningDataModule):
         self.seed = seed
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._scale: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._train_batches: TensorBatches | None = None
+        self._resume_from: dict | None = None
 
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
 
+    def _batches_finished(self) -> int:
+        """Training batches of this epoch done, optimiser step included: where a resumed run goes on."""
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed if self.trainer is not None else 0
+
     def train_dataloader(self) -> TensorBatches:
         x, y = self.splits["train"]
-        return TensorBatches(x, y, self.batch_size, shuffle=True, seed=self.seed, epoch=self._current_epoch)
+        self._train_batches = TensorBatches(
+            x,
+            y,
+            self.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            epoch=self._current_epoch,
+            finished=self._batches_finished,
+        )
+        if self._resume_from is not None:
+            self._train_batches.load_state_dict(self._resume_from)
+            self._resume_from = None
+        return self._train_batches
+
+    # Lightning hands the train loader its saved state only if it builds the loader after restoring the
+    # checkpoint, but a schedule that asks for `trainer.estimated_stepping_batches` builds it before. The
+    # datamodule's state is restored first of all, so the loader's position travels here as well.
+    def state_dict(self) -> dict:
+        return {"train_batches": self._train_batches.state_dict()} if self._train_batches is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._resume_from = state_dict.get("train_batches")
 
     def val_dataloader(self) -> TensorBatches:
         return TensorBatches(*self.splits["val"], self.eval_batch_size)
