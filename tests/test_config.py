@@ -41,7 +41,7 @@ def test_every_option_composes_resolves_and_validates(make_config, group, option
     cfg = make_config(f"{group}={option}")
     OmegaConf.resolve(cfg)  # every interpolation points somewhere
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
-        with pytest.raises(UserError, match="trainer.accelerator='gpu' is not available: no CUDA GPU here"):
+        with pytest.raises(UserError, match=r"trainer\.accelerator='gpu' is not available: no CUDA GPU here"):
             validate(cfg)
     else:
         validate(cfg)

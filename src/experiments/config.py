@@ -139,6 +139,7 @@ def _rules() -> dict[str, Callable[[object], str | None]]:
         "scheduler.name": _one_of(*SCHEDULERS),
         "scheduler.warmup_fraction": _number(0.0, 1.0),
         "scheduler.pct_start": _number(0.0, 1.0, low_inclusive=False),
+        "callbacks.last_checkpoint.every_n_train_steps": _integer(0),
     }
 
 

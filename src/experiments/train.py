@@ -12,9 +12,11 @@ Every run writes its own directory: `.hydra/` (the composed config), `tensorboar
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -157,7 +159,11 @@ def _hydra_main(cfg: DictConfig) -> float:
 
     try:
         return train(cfg)
-    except (UserError, InstantiationException) as error:
+    except (UserError, InstantiationException, OSError) as error:
+        if isinstance(error, OSError) and error.errno not in ENVIRONMENT_ERRORS:
+            raise
+        if not cfg.get("resume"):
+            discard_unstarted_run(Path(HydraConfig.get().runtime.output_dir))
         exit_for_user_error(error)  # here, before Hydra adds its own report of the failed job
     except Interrupted as stop:
         print(f"{stop}", file=sys.stderr, flush=True)
@@ -169,8 +175,24 @@ def _hydra_main(cfg: DictConfig) -> float:
         sys.exit(1)
 
 
+def discard_unstarted_run(output_dir: Path) -> None:
+    """A run that a user error stopped before it wrote anything of its own leaves no directory behind."""
+    if output_dir.is_dir() and {p.name for p in output_dir.iterdir()} <= {
+        ".hydra",
+        f"{HydraConfig.get().job.name}.log",
+    }:
+        shutil.rmtree(output_dir, ignore_errors=True)
+
+
+# Not bugs but the machine's state: a folder the user cannot write to, a full disk.
+ENVIRONMENT_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
 def describe(error: BaseException) -> str:
     """One line for a user's mistake: what is wrong and what is allowed."""
+    if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRORS:
+        where = f" {error.filename}" if error.filename else ""
+        return f"cannot write{where}: {error.strerror}; choose a writable place (paths.data_dir, hydra.run.dir)"
     if isinstance(error, MissingConfigException) and error.missing_cfg_file and error.options is not None:
         group, _, option = error.missing_cfg_file.rpartition("/")
         return f"{group}={option}: no such option; choose from {', '.join(sorted(error.options))}"
@@ -206,6 +228,10 @@ def main() -> None:
         with resumed(arguments) if resuming else nullcontext(arguments) as sys.argv[1:]:
             _hydra_main()
     except (UserError, HydraException, OmegaConfBaseException) as error:
+        exit_for_user_error(error)
+    except OSError as error:  # e.g. Hydra creating the run directory in a folder the user cannot write to
+        if error.errno not in ENVIRONMENT_ERRORS:
+            raise
         exit_for_user_error(error)
     except KeyboardInterrupt:  # Ctrl+C before training started: nothing to save
         print("interrupted before training started; nothing was saved", file=sys.stderr, flush=True)
