@@ -17,6 +17,7 @@ import pickle
 import random
 import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
 from experiments.config import UserError
@@ -39,15 +41,12 @@ class NonFiniteLoss(RuntimeError):
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM stopped training after the last checkpoint was written."""
+    """SIGINT or SIGTERM stopped training, after the last checkpoint was written when there was training to save."""
 
-    def __init__(self, signum: int, checkpoint: str, step: int, epoch: int) -> None:
-        self.signum, self.checkpoint = signum, checkpoint
-        run_dir = Path(checkpoint).parent.parent
-        super().__init__(
-            f"stopped by {signal.Signals(signum).name} at step {step} (epoch {epoch + 1}); continue with: "
-            f"python -m experiments resume={run_dir}"
-        )
+    def __init__(self, signum: int, where: str, checkpoint: str | None) -> None:
+        self.signum = signum
+        hint = f"continue with: python -m experiments resume={Path(checkpoint).parent.parent}" if checkpoint else ""
+        super().__init__(f"stopped by {signal.Signals(signum).name} {where}" + (f"; {hint}" if hint else ""))
 
     @property
     def exit_code(self) -> int:
@@ -66,6 +65,8 @@ def stop_signals_noted() -> Iterator[None]:
     previous = {signum: signal.signal(signum, _note_stop_request) for signum in STOP_SIGNALS}
     try:
         yield
+    except SIGTERMException as error:  # Lightning's handler, before `LastCheckpoint` took SIGTERM over
+        raise Interrupted(signal.SIGTERM, "before training started", None) from error
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -95,19 +96,42 @@ class LastCheckpoint(ModelCheckpoint):
         super().__init__(dirpath=dirpath, monitor=None, save_top_k=0, save_last=True, enable_version_counter=False)
         self.every_n_steps = every_n_train_steps
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning's own SIGTERM handler would stop in the middle of a validation, without a checkpoint.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _note_stop_request)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        due = self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0
-        if (due or _stop_requests) and self._last_global_step_saved != trainer.global_step:
+        # At an epoch's last batch the epoch-end save follows, after validation: the point Lightning resumes from
+        # cleanly (one taken just before would carry the whole epoch's metric counts into the next).
+        epoch_ends = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        due = self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0 and not epoch_ends
+        if due and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-        if _stop_requests:
-            raise Interrupted(_stop_requests[0], self.last_model_path, trainer.global_step, trainer.current_epoch)
+        if _stop_requests and not epoch_ends:
+            self._stop(trainer)
+
+    # The epoch-end save: after validation when one runs, else at the training epoch's end. (ModelCheckpoint's own
+    # writes last.ckpt only beside a best-model file, and this one keeps none.)
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._should_save_on_train_epoch_end(trainer):
+            self._epoch_end(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)  # the epoch-end save
-        if _stop_requests and not trainer.sanity_checking:
-            if self._last_global_step_saved != trainer.global_step:
-                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-            raise Interrupted(_stop_requests[0], self.last_model_path, trainer.global_step, trainer.current_epoch)
+        if not trainer.sanity_checking and not self._should_save_on_train_epoch_end(trainer):
+            self._epoch_end(trainer)
+
+    def _epoch_end(self, trainer: L.Trainer) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if _stop_requests:
+            self._stop(trainer)
+
+    def _stop(self, trainer: L.Trainer) -> None:
+        if self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        where = f"at step {trainer.global_step} (epoch {trainer.current_epoch + 1})"
+        raise Interrupted(_stop_requests[0], where, self.last_model_path)
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)

@@ -38,6 +38,7 @@ class Classifier(L.LightningModule):
         )
         # One copy per stage: each accumulates on the device and is read once, at the epoch's end.
         self.train_metrics = metrics.clone(prefix="train/")
+        self.train_metrics.persistent(True)  # in checkpoints: an epoch resumed midway still counts all its batches
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
@@ -63,6 +64,9 @@ class Classifier(L.LightningModule):
         self.log(f"{stage}/loss", loss, on_step=training, on_epoch=True, prog_bar=not training, batch_size=len(y))
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=not training)
         return loss
+
+    def on_train_epoch_start(self) -> None:  # (not called when a run resumes in the middle of an epoch)
+        self.train_metrics.reset()  # a run resumed from an epoch-end checkpoint restored that finished epoch's counts
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
