@@ -169,7 +169,9 @@ def load_checkpoint(path, map_location=None) -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = str(error).split("\n\n")[0].strip().splitlines()[-1]
+        # torch's message: a paragraph of advice, then what it refused ("Trying to load unsupported GLOBAL ...").
+        paragraphs = [p.strip() for p in str(error).split("\n\n") if p.strip()]
+        reason = paragraphs[1] if len(paragraphs) > 1 else paragraphs[0] if paragraphs else "pickled objects"
         raise UserError(f"refusing to load {path}: it holds more than plain values ({reason})") from error
     except FileNotFoundError as error:
         raise UserError(f"no checkpoint at {path}") from error

@@ -51,8 +51,10 @@ def train(cfg: DictConfig) -> float:
     from experiments.callbacks import Throughput
     from experiments.data.files import written_atomically
     from experiments.models.classifier import Classifier
-    from experiments.recovery import AtomicCheckpointIO, StopOnNonFiniteLoss, stop_signals_noted
+    from experiments.recovery import AtomicCheckpointIO, StopOnNonFiniteLoss, load_checkpoint, stop_signals_noted
 
+    if cfg.get("resume"):
+        load_checkpoint(cfg.resume)  # a damaged or unsafe file: one line now, before anything is built
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
