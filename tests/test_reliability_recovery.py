@@ -259,6 +259,18 @@ def test_a_loss_that_turns_nan_stops_the_run_at_that_step(make_config):
         assert all(torch.isfinite(t).all() for t in load_checkpoint(path)["state_dict"].values())
 
 
+def test_a_nan_loss_from_the_command_line_is_one_line_and_exit_code_1(tmp_path, monkeypatch, capsys):
+    from experiments.train import main
+
+    monkeypatch.chdir(tmp_path)
+    arguments = [*RUN, "logger=none", "optimizer=sgd", "optimizer.lr=1e6", "scheduler=constant"]
+    monkeypatch.setattr(sys, "argv", ["experiments", *arguments])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: the training loss became nan at step")
+
+
 def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_good_checkpoint(make_config, monkeypatch):
     import experiments.recovery as recovery
     from experiments.train import train

@@ -168,7 +168,7 @@ def _hydra_main(cfg: DictConfig) -> float:
             discard_unstarted_run(Path(HydraConfig.get().runtime.output_dir))
         exit_for_user_error(error)  # here, before Hydra adds its own report of the failed job
     except Interrupted as stop:
-        print(f"{stop}", file=sys.stderr, flush=True)
+        print(stop, file=sys.stderr, flush=True)
         sys.exit(stop.exit_code)
     except NonFiniteLoss as error:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -179,10 +179,8 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 def discard_unstarted_run(output_dir: Path) -> None:
     """A run that a user error stopped before it wrote anything of its own leaves no directory behind."""
-    if output_dir.is_dir() and {p.name for p in output_dir.iterdir()} <= {
-        ".hydra",
-        f"{HydraConfig.get().job.name}.log",
-    }:
+    hydra_files = {".hydra", f"{HydraConfig.get().job.name}.log"}
+    if output_dir.is_dir() and {path.name for path in output_dir.iterdir()} <= hydra_files:
         shutil.rmtree(output_dir, ignore_errors=True)
 
 
