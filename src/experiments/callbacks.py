@@ -29,6 +29,9 @@ class Throughput(L.Callback):
             torch.cuda.synchronize()  # a few times per epoch: queued GPU work belongs to the time before it
         return time.perf_counter()
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._running_since = self._now(trainer)  # a run resumed mid-epoch skips on_train_epoch_start
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._samples, self._seconds, self._running_since = 0, 0.0, self._now(trainer)
 
