@@ -41,6 +41,7 @@ BAD_CONFIGS = [
     ("trainer.accelerator=tpu", "trainer.accelerator='tpu' is not allowed: it must be one of auto, cpu, gpu, cuda"),
     ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1 is not allowed: it must be a number >= 0.0"),
     ("trainer.limit_train_batches=1.5", "trainer.limit_train_batches=1.5 is not allowed: it must be a count of"),
+    ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps=0 is not allowed: it must be an integer >= 1"),
     ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches=0 is not allowed: it must be an integer"),
     ("model=rnn model.cell=transformer", "model.cell='transformer' is not allowed: it must be one of"),
     ("model=mlp model.ngrams=2", "model.ngrams=2 needs hash buckets for the n-grams: set model.ngram_buckets"),
