@@ -130,6 +130,8 @@ def _rules() -> dict[str, Callable[[object], str | None]]:
         "model.batch_norm": _boolean,
         "model.bidirectional": _boolean,
         "model.binary": _boolean,
+        "model.naive_bayes": _boolean,
+        "model.sparse": _boolean,
         "optimizer.name": _one_of(*OPTIMIZERS),
         "optimizer.lr": _number(0.0, low_inclusive=False),
         "optimizer.weight_decay": _number(0.0),
