@@ -100,6 +100,7 @@ class ProgressBar(TQDMProgressBar):
         self.plain = not sys.stdout.isatty()
         if self.plain:
             self.disable()
+        self._epoch_started = time.perf_counter()  # a run resumed mid-epoch skips on_train_epoch_start
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_start(trainer, pl_module)

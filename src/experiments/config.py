@@ -26,12 +26,32 @@ class UserError(Exception):
     """Bad input from the user: reported as one line with exit code 2, never as a traceback."""
 
 
-def _integer(minimum: int) -> Callable[[object], str | None]:
+def _is_integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[object], str | None]:
     def check(value: object) -> str | None:
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-        return None if ok else f"an integer >= {minimum}"
+        ok = _is_integer(value) and value >= minimum and (maximum is None or value <= maximum)
+        return None if ok else f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
 
     return check
+
+
+def _boolean(value: object) -> str | None:
+    return None if isinstance(value, bool) else "true or false"
+
+
+def _batch_limit(value: object) -> str | None:
+    """Lightning's limit_*_batches: a count of batches, or a fraction of them."""
+    ok = (_is_integer(value) and value >= 0) or (isinstance(value, float) and 0.0 <= value <= 1.0)
+    return None if ok else "a count of batches (an integer >= 0) or a fraction between 0.0 and 1.0"
+
+
+def _betas(value: object) -> str | None:
+    ok = isinstance(value, list | tuple) and len(value) == 2
+    ok = ok and all(isinstance(b, int | float) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in value)
+    return None if ok else "two numbers >= 0.0 and < 1.0, e.g. [0.9,0.999]"
 
 
 def _number(low: float, high: float | None = None, low_inclusive: bool = True) -> Callable[[object], str | None]:
@@ -51,13 +71,8 @@ def _one_of(*choices: str) -> Callable[[object], str | None]:
     return check
 
 
-def _boolean(value: object) -> str | None:
-    return None if isinstance(value, bool) else "true or false"
-
-
 def _positive_integers(value: object) -> str | None:
-    ok = isinstance(value, list | tuple) and len(value) > 0
-    ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+    ok = isinstance(value, list | tuple) and len(value) > 0 and all(_is_integer(v) and v >= 1 for v in value)
     return None if ok else "a non-empty list of positive integers, e.g. [32,64]"
 
 
@@ -75,9 +90,29 @@ def _rules() -> dict[str, Callable[[object], str | None]]:
         "objective_mode": _one_of("max", "min"),
         "label_smoothing": _number(0.0, 1.0),
         "compile": _boolean,
+        "deterministic": _boolean,
+        "test": _boolean,
         "data.batch_size": _integer(1),
+        "data.download": _boolean,
+        "data.val_size": _number(0.0, 1.0),
+        "data.test_size": _number(0.0, 1.0),
+        "data.split_seed": _integer(0),
+        "data.flip": _boolean,
+        "data.translate": _integer(0, 16),
+        "data.vocab_size": _integer(3),  # <pad>, <unk> and at least one word
+        "data.min_freq": _integer(1),
+        "data.seq_len": _integer(1, MAX_SEQ_LEN),
+        "trainer.accelerator": _one_of("auto", "cpu", "gpu", "cuda"),
         "trainer.max_epochs": _integer(-1),
+        "trainer.max_steps": _integer(-1),
         "trainer.precision": _one_of("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"),
+        "trainer.gradient_clip_val": _number(0.0),
+        "trainer.accumulate_grad_batches": _integer(1),
+        "trainer.limit_train_batches": _batch_limit,
+        "trainer.limit_val_batches": _batch_limit,
+        "trainer.limit_test_batches": _batch_limit,
+        "trainer.log_every_n_steps": _integer(1),
+        "trainer.check_val_every_n_epoch": _integer(1),
         "model.name": _one_of(*NETS),
         "model.width": _integer(1),
         "model.depth": _integer(0),
@@ -93,13 +128,21 @@ def _rules() -> dict[str, Callable[[object], str | None]]:
         "model.ngram_buckets": _integer(0),
         "model.activation": _one_of(*ACTIVATIONS),
         "model.dropout": _number(0.0, 1.0),
+        "model.batch_norm": _boolean,
+        "model.bidirectional": _boolean,
+        "model.binary": _boolean,
+        "model.naive_bayes": _boolean,
+        "model.sparse": _boolean,
         "optimizer.name": _one_of(*OPTIMIZERS),
         "optimizer.lr": _number(0.0, low_inclusive=False),
         "optimizer.weight_decay": _number(0.0),
         "optimizer.momentum": _number(0.0, 1.0),
+        "optimizer.nesterov": _boolean,
+        "optimizer.betas": _betas,
         "scheduler.name": _one_of(*SCHEDULERS),
         "scheduler.warmup_fraction": _number(0.0, 1.0),
         "scheduler.pct_start": _number(0.0, 1.0, low_inclusive=False),
+        "callbacks.last_checkpoint.every_n_train_steps": _integer(0),
     }
 
 
@@ -107,6 +150,10 @@ def _poolings() -> dict[str, tuple[str, ...]]:
     from experiments.models.nets import mlp, rnn
 
     return {"mlp": mlp.POOLINGS, "rnn": rnn.POOLINGS, "cnn": (), "speedrun": ()}
+
+
+# Longer than any IMDB review (about 3,000 tokens at most); a typo like seq_len=400000 would allocate gigabytes.
+MAX_SEQ_LEN = 10_000
 
 
 def validate(cfg: DictConfig) -> None:
@@ -126,3 +173,30 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"model.pooling={pooling!r} is not allowed for model={cfg.model.name}: use one of {allowed}")
     if cfg.model.get("ngrams", 1) > 1 and not cfg.model.get("ngram_buckets"):
         raise UserError(f"model.ngrams={cfg.model.ngrams} needs hash buckets for the n-grams: set model.ngram_buckets")
+    held_out = cfg.data.get("val_size", 0.0) + cfg.data.get("test_size", 0.0)
+    if held_out >= 1.0:
+        raise UserError(f"data.val_size + data.test_size = {held_out:g} leaves nothing to train on: keep it below 1")
+    devices = OmegaConf.select(cfg, "trainer.devices", default=1)
+    check_devices(cfg.trainer.accelerator, OmegaConf.to_container(devices) if OmegaConf.is_config(devices) else devices)
+
+
+def check_devices(accelerator: str, devices: object) -> None:
+    """The accelerator and device count a run asks for exist here: one line instead of Lightning's traceback."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if accelerator in ("gpu", "cuda") and gpus == 0:
+        raise UserError(f"trainer.accelerator={accelerator!r} is not available: no CUDA GPU here; use trainer=cpu")
+    if devices == "auto" or devices == -1:
+        return
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
+    available, what = (gpus, "CUDA GPU(s)") if on_gpu else (os.cpu_count() or 1, "CPU core(s) and no CUDA GPU")
+    if on_gpu and isinstance(devices, list | tuple):  # Lightning also takes GPU indices, e.g. [0,2]
+        if all(_is_integer(i) and 0 <= i < gpus for i in devices) and len(set(devices)) == len(devices) > 0:
+            return
+    elif _is_integer(devices) and 1 <= devices <= available:
+        return
+    raise UserError(
+        f"trainer.devices={devices!r} is not available: this machine has {available} {what}; "
+        f"choose an integer from 1 to {available}, or auto"
+    )

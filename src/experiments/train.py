@@ -12,22 +12,27 @@ Every run writes its own directory: `.hydra/` (the composed config), `tensorboar
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import NoReturn
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import (
     HydraException,
     InstantiationException,
     MissingConfigException,
     OverrideParseException,
 )
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
@@ -46,7 +51,11 @@ def train(cfg: DictConfig) -> float:
     from experiments.callbacks import Throughput
     from experiments.data.files import written_atomically
     from experiments.models.classifier import Classifier
+    from experiments.recovery import AtomicCheckpointIO, StopOnNonFiniteLoss, load_checkpoint, stop_signals_noted
 
+    if cfg.get("resume"):
+        load_checkpoint(cfg.resume)  # a damaged or unsafe file: one line now, before anything is built
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # ours
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
@@ -59,13 +68,18 @@ def train(cfg: DictConfig) -> float:
         compile=cfg.compile,
     )
     throughput = Throughput()
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] + [throughput]
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] + [throughput, StopOnNonFiniteLoss()]
     loggers = [instantiate(c) for c in cfg.logger.values() if c]
     trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=pick_precision(cfg.trainer)
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        precision=pick_precision(cfg.trainer),
+        plugins=[AtomicCheckpointIO()],
     )
 
-    trainer.fit(model, datamodule=datamodule)
+    with stop_signals_noted():  # SIGINT/SIGTERM: save last.ckpt at the end of the batch, then stop
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("resume"))
     fit_seconds = time.perf_counter() - started
     val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     checkpoint = trainer.checkpoint_callback
@@ -146,14 +160,42 @@ def print_summary(metrics: dict, output_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float:
+    from experiments.recovery import Interrupted, NonFiniteLoss
+
     try:
         return train(cfg)
-    except (UserError, InstantiationException) as error:
+    except (UserError, InstantiationException, OSError) as error:
+        if isinstance(error, OSError) and error.errno not in ENVIRONMENT_ERRORS:
+            raise
+        if not cfg.get("resume"):
+            discard_unstarted_run(Path(HydraConfig.get().runtime.output_dir))
         exit_for_user_error(error)  # here, before Hydra adds its own report of the failed job
+    except Interrupted as stop:
+        print(stop, file=sys.stderr, flush=True)
+        sys.exit(stop.exit_code)
+    except NonFiniteLoss as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweep records this job as failed and goes on
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def discard_unstarted_run(output_dir: Path) -> None:
+    """A run that a user error stopped before it wrote anything of its own leaves no directory behind."""
+    hydra_files = {".hydra", f"{HydraConfig.get().job.name}.log"}
+    if output_dir.is_dir() and {path.name for path in output_dir.iterdir()} <= hydra_files:
+        shutil.rmtree(output_dir, ignore_errors=True)
+
+
+# Not bugs but the machine's state: a folder the user cannot write to, a full disk.
+ENVIRONMENT_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
 def describe(error: BaseException) -> str:
     """One line for a user's mistake: what is wrong and what is allowed."""
+    if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRORS:
+        where = f" {error.filename}" if error.filename else ""
+        return f"cannot write{where}: {error.strerror}; choose a writable place (paths.data_dir, hydra.run.dir)"
     if isinstance(error, MissingConfigException) and error.missing_cfg_file and error.options is not None:
         group, _, option = error.missing_cfg_file.rpartition("/")
         return f"{group}={option}: no such option; choose from {', '.join(sorted(error.options))}"
@@ -182,9 +224,21 @@ def main() -> None:
     """Console entry point: Hydra parses the command line; a user's mistake ends in one line and exit code 2."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's errors reach `describe` instead of its multi-line report
     try:
-        _hydra_main()
+        arguments = sys.argv[1:]
+        resuming = any(argument.startswith("resume=") for argument in arguments)
+        if resuming:  # imported only then: it loads torch, which --help and --cfg do without
+            from experiments.recovery import resumed
+        with resumed(arguments) if resuming else nullcontext(arguments) as sys.argv[1:]:
+            _hydra_main()
     except (UserError, HydraException, OmegaConfBaseException) as error:
         exit_for_user_error(error)
+    except OSError as error:  # e.g. Hydra creating the run directory in a folder the user cannot write to
+        if error.errno not in ENVIRONMENT_ERRORS:
+            raise
+        exit_for_user_error(error)
+    except KeyboardInterrupt:  # Ctrl+C before training started: nothing to save
+        print("interrupted before training started; nothing was saved", file=sys.stderr, flush=True)
+        sys.exit(130)
     except BrokenPipeError:  # `python -m experiments --help | head`: the reader left; nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)

@@ -9,8 +9,7 @@ import numpy as np
 import torch
 from torchvision.datasets import CIFAR10
 
-from experiments.config import UserError
-from experiments.data.files import extract_tar, fetch_or_explain
+from experiments.data.files import DamagedFile, extract_tar, fetch_or_explain, refetching_damaged
 from experiments.data.in_memory import InMemoryDataModule, split_off
 
 TRAIN_BATCHES = [name for name, _ in CIFAR10.train_list]
@@ -41,16 +40,20 @@ class _ArraysOnly(pickle.Unpickler):
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One batch file -> (N, 3, 32, 32) uint8 images and int64 labels. Any file in the official format
     is accepted, not only the official bytes (torchvision's reader insists on their md5)."""
+    damaged = path.parent, path.parent.parent / CIFAR10.filename  # the folder, and the archive it came from
     try:
         with open(path, "rb") as file:
             batch = _ArraysOnly(file, encoding="bytes").load()
-        images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, OSError) as error:
-        raise UserError(f"{path} is not a CIFAR-10 batch ({error}); delete the folder to download it again") from error
-    if len(images) != len(labels) or labels.min() < 0 or labels.max() > 9:
-        raise UserError(f"{path}: {len(images)} images but {len(labels)} labels in 0..9")
-    return images, labels
+        data, labels = batch[b"data"], np.asarray(batch[b"labels"], dtype=np.int64)
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+        raise DamagedFile(f"{path} is not a CIFAR-10 batch ({error})", *damaged) from error
+    # Checked, not converted: float pixels or another row length would otherwise be cast and reshaped silently.
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DamagedFile(f"{path} holds {found} data, not uint8 rows of 3x32x32 pixels", *damaged)
+    if len(data) != len(labels) or labels.ndim != 1 or labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
+        raise DamagedFile(f"{path}: {len(data)} images but {len(labels)} labels in 0..9", *damaged)
+    return data.reshape(-1, 3, 32, 32), labels
 
 
 class CIFAR10DataModule(InMemoryDataModule):
@@ -81,26 +84,39 @@ class CIFAR10DataModule(InMemoryDataModule):
         self.download, self.val_size, self.split_seed = download, val_size, split_seed
         self.flip, self.translate = flip, translate
 
+    def _missing(self) -> list[str]:
+        return [name for name in TRAIN_BATCHES + TEST_BATCHES if not (self.folder / name).exists()]
+
     def prepare_data(self) -> None:
-        if all((self.folder / name).exists() for name in TRAIN_BATCHES + TEST_BATCHES):
+        refetching_damaged(self._fetch_and_unpack, self.download)
+
+    def _fetch_and_unpack(self) -> None:
+        missing = self._missing()
+        if not missing:
             return
         archive = self.root / CIFAR10.filename
         if not archive.exists():
-            expected = [CIFAR10.filename, f"or {CIFAR10.base_folder}/"]
+            folder = f"{CIFAR10.base_folder}/" + (missing[0] if self.folder.exists() else "")
+            expected = [CIFAR10.filename, f"or {folder}"]
             fetch_or_explain("CIFAR-10", [CIFAR10.url], archive, CIFAR10.tgz_md5, self.download, expected)
-        extract_tar(archive, self.root, CIFAR10.base_folder)
+        # Replaces a folder that lacks batches.
+        extract_tar(archive, self.root, CIFAR10.base_folder, required=TRAIN_BATCHES + TEST_BATCHES)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        self.prepare_data()  # a no-op once the files are there; lets setup() work without a Trainer
 
         def load(names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
             images, labels = zip(*(read_batch(self.folder / name) for name in names), strict=True)
             return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
-        self.splits["train"], self.splits["val"] = split_off(*load(TRAIN_BATCHES), self.val_size, self.split_seed)
-        self.splits["test"] = load(TEST_BATCHES)
+        def fetch_and_load() -> dict:
+            self._fetch_and_unpack()  # a no-op once the files are there; lets setup() work without a Trainer
+            return {"train": load(TRAIN_BATCHES), "test": load(TEST_BATCHES)}
+
+        loaded = refetching_damaged(fetch_and_load, self.download)
+        self.splits["train"], self.splits["val"] = split_off(*loaded["train"], self.val_size, self.split_seed)
+        self.splits["test"] = loaded["test"]
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         n, _, height, width = x.shape

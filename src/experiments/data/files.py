@@ -8,15 +8,49 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import shutil
 import tarfile
 import tempfile
 import urllib.request
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from experiments.config import UserError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class DamagedFile(UserError):
+    """A data file that cannot be what it claims (truncated, garbled, wrong header or shape, unsafe members).
+
+    `paths` are what to delete so that a fresh copy replaces it: the file and whatever it was made from.
+    """
+
+    def __init__(self, message: str, *paths: Path) -> None:
+        super().__init__(message)
+        self.paths = paths
+
+
+def refetching_damaged(load: Callable[[], T], download: bool) -> T:
+    """`load()`; if it meets a damaged file, delete it and what it came from, and load again, which fetches a
+    fresh copy checked against the official md5, when downloading is allowed. Bad data is never used."""
+    try:
+        return load()
+    except DamagedFile as damaged:
+        if not download:
+            raise UserError(f"{damaged}; delete it, or allow data.download, to get a fresh copy") from damaged
+        log.warning("%s; fetching a fresh copy", damaged)
+        for path in damaged.paths:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+        try:
+            return load()
+        except UserError as again:
+            raise UserError(f"{damaged}, and no fresh copy could be had: {again}") from again
 
 
 @contextmanager
@@ -65,12 +99,13 @@ class DownloadError(OSError):
     """No URL gave the file; the message says what each one answered."""
 
 
-def extract_tar(archive: Path, destination: Path, top_level: str) -> Path:
+def extract_tar(archive: Path, destination: Path, top_level: str, required: Sequence[str] = ()) -> Path:
     """Extract `archive`, whose members all sit under `top_level/`, into `destination/top_level`.
 
     Members that would land outside (absolute paths, `..`, links pointing out, devices) are refused
     by tarfile's `data` filter before anything is written; extraction goes to a temporary folder
-    that is renamed into place only when complete.
+    that is renamed into place only when complete, with every `required` file in it. An incomplete
+    `top_level` folder already there (an interrupted copy, a deleted file) is replaced.
     """
     target = destination / top_level
     with tempfile.TemporaryDirectory(dir=destination, prefix=f".{top_level}-") as scratch:
@@ -78,13 +113,18 @@ def extract_tar(archive: Path, destination: Path, top_level: str) -> Path:
             with tarfile.open(archive) as tar:
                 for member in tar.getmembers():
                     if member.name.startswith(("/", "\\")) or ".." in Path(member.name).parts:
-                        raise UserError(f"{archive} is unsafe: member {member.name!r} would land outside {destination}")
+                        raise DamagedFile(f"{archive} is unsafe: member {member.name!r} would land outside", archive)
                 tar.extractall(scratch, filter="data")
-        except (tarfile.TarError, EOFError, OSError) as error:  # the data filter's refusals are TarErrors
-            raise UserError(f"cannot extract {archive}: {error}; delete it to download it again") from error
+        except (tarfile.TarError, EOFError, zlib.error) as error:  # the data filter's refusals are TarErrors
+            reason = str(error).splitlines()[0].removesuffix(":")  # tarfile lists each format it tried, line by line
+            raise DamagedFile(f"cannot extract {archive}: {reason}", archive) from error
         extracted = Path(scratch) / top_level
         if not extracted.is_dir():
-            raise UserError(f"{archive} holds no folder {top_level}/; delete it to download it again")
+            raise DamagedFile(f"{archive} holds no folder {top_level}/", archive)
+        if missing := [name for name in required if not (extracted / name).is_file()]:
+            raise DamagedFile(f"{archive} has no {top_level}/{missing[0]}", archive)
+        if target.exists():  # moved into the scratch folder, which goes away with it
+            target.replace(Path(scratch) / f"{top_level}.incomplete")
         extracted.replace(target)
     return target
 
@@ -97,8 +137,8 @@ def gunzip(source: Path, destination: Path) -> None:
             open(temporary, "wb") as file,
         ):
             shutil.copyfileobj(compressed, file)
-    except (OSError, EOFError) as error:
-        raise UserError(f"cannot decompress {source}: {error}; delete it to download it again") from error
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:  # not other OSErrors: a full disk is no damage
+        raise DamagedFile(f"cannot decompress {source}: {error}", source) from error
 
 
 def fetch_or_explain(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import pickle
 import re
 from collections import Counter
 from pathlib import Path
@@ -17,13 +19,15 @@ from pathlib import Path
 import torch
 
 from experiments.config import UserError
-from experiments.data.files import extract_tar, fetch_or_explain, written_atomically
+from experiments.data.files import extract_tar, fetch_or_explain, refetching_damaged, written_atomically
 from experiments.data.in_memory import InMemoryDataModule, carve
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
 PAD, UNKNOWN = 0, 1
 CACHE_FORMAT = 1  # bump when tokenisation or encoding changes, so old caches are not reused
+
+log = logging.getLogger(__name__)
 
 # A regular expression of our own rather than a tokenizer library: reviews need lower-casing, the
 # <br /> tags dropped and words split from punctuation, which is one line and no extra dependency.
@@ -102,12 +106,27 @@ class IMDBDataModule(InMemoryDataModule):
             return
         reviews = self.root / "aclImdb"
         if not reviews.is_dir():
-            archive = self.root / Path(URL).name
-            if not archive.exists():
-                expected = [archive.name, "or aclImdb/"]
-                fetch_or_explain("IMDB", [URL], archive, MD5, self.download, expected)
-            extract_tar(archive, self.root, "aclImdb")
+            refetching_damaged(self._fetch_and_unpack, self.download)
         self._encode_and_cache(reviews)
+
+    def _fetch_and_unpack(self) -> None:
+        archive = self.root / Path(URL).name
+        if not archive.exists():
+            fetch_or_explain("IMDB", [URL], archive, MD5, self.download, [archive.name, "or aclImdb/"])
+        extract_tar(archive, self.root, "aclImdb")
+
+    def _read_cache(self) -> dict | None:
+        """The cached encoding, or None when it is unreadable or was built with other settings: a cache is
+        derived data, so the safe recovery is to build it again, never to use it or to stop."""
+        try:
+            cache = torch.load(self.cache_path, weights_only=True)  # tensors, strings and numbers only
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+            log.warning("%s is unreadable (%s); building it again", self.cache_path, str(error).splitlines()[0])
+            return None
+        if not isinstance(cache, dict) or cache.get("settings") != self.settings:
+            log.warning("%s was built with other settings; building it again", self.cache_path)
+            return None
+        return cache
 
     def _encode_and_cache(self, reviews: Path) -> None:
         train_texts, train_labels = read_split(reviews / "train")
@@ -137,8 +156,10 @@ class IMDBDataModule(InMemoryDataModule):
         if self.splits:
             return
         self.prepare_data()  # a no-op once the cache is there; lets setup() work without a Trainer
-        cache = torch.load(self.cache_path, weights_only=True)  # tensors, strings and numbers only
-        if cache.get("settings") != self.settings:
-            raise UserError(f"{self.cache_path} was written with other settings; delete it to rebuild it")
+        cache = self._read_cache()
+        if cache is None:
+            self.cache_path.unlink()
+            self.prepare_data()
+            cache = self._read_cache()
         self.vocabulary = cache["vocabulary"]
         self.splits = cache["splits"]

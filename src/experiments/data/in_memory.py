@@ -8,6 +8,7 @@ normalisation and augmentation run on the whole batch at once.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
 
@@ -38,7 +39,9 @@ def fits_on_device(nbytes: int, free_bytes: int) -> bool:
 class TensorBatches:
     """Batches `(x[idx], y[idx])` of whole in-memory splits, in a fresh order each epoch when shuffled.
 
-    The order depends only on `seed` and the epoch number, so a resumed run sees the same batches.
+    The order depends only on `seed` and the epoch number, and `state_dict()` records how many batches of
+    the epoch the trainer has finished (`finished`), which Lightning keeps in its checkpoints: a run
+    resumed mid-epoch goes on with the very next batch, as if it had never stopped.
     Under data parallelism every process draws the same order and takes its own `batch_size` slice of
     each global batch of `world_size * batch_size`: together the processes cover the epoch exactly as
     one process would, and all run the same number of steps (a last global batch with fewer samples
@@ -57,6 +60,7 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
         pin: bool = False,
+        finished: Callable[[], int] = lambda: 0,
     ) -> None:
         self.x, self.y = x, y
         self.batch_size = batch_size
@@ -65,6 +69,8 @@ class TensorBatches:
         self.epoch = epoch
         self.rank, self.world_size = rank, world_size
         self.pin = pin
+        self.finished = finished
+        self._resume_from: dict | None = None
 
     def __len__(self) -> int:
         return math.ceil(len(self.y) / (self.batch_size * self.world_size))
@@ -84,15 +90,28 @@ class TensorBatches:
         batch = torch.empty((len(idx), *tensor.shape[1:]), dtype=tensor.dtype, pin_memory=True)
         return torch.index_select(tensor, 0, idx, out=batch)
 
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch(), "finished": self.finished()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume_from = state  # read by the next __iter__, once the epoch counter is restored too
+
+    def _first_batch(self) -> int:
+        state, self._resume_from = self._resume_from, None
+        if state is not None and state["epoch"] == self.epoch() and 0 < state["finished"] < len(self):
+            return state["finished"]
+        return 0
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        bounds = itertools.islice(self._bounds(), self._first_batch(), None)
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch())
             order = torch.randperm(len(self.y), generator=generator).to(self.x.device)
-            for start, stop in self._bounds():
+            for start, stop in bounds:
                 idx = order[start:stop]
                 yield self._take(self.x, idx), self._take(self.y, idx)
         else:  # contiguous slices are views: no copy at all
-            for start, stop in self._bounds():
+            for start, stop in bounds:
                 x, y = self.x[start:stop], self.y[start:stop]
                 yield (x.pin_memory(), y.pin_memory()) if self.pin else (x, y)
 
@@ -119,9 +138,15 @@ class InMemoryDataModule(L.LightningDataModule):
         self._scale: tuple[torch.Tensor, torch.Tensor] | None = None
         self._resident: bool | None = None  # whether the splits live on the GPU; decided at the first batch
         self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._train_batches: TensorBatches | None = None
+        self._resume_from: dict | None = None
 
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _batches_finished(self) -> int:
+        """Training batches of this epoch done, optimiser step included: where a resumed run goes on."""
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed if self.trainer is not None else 0
 
     def _batches(self, split: str, batch_size: int, shuffle: bool = False) -> TensorBatches:
         """The split's batches for this process: from GPU memory when the data fits there, else pinned."""
@@ -139,10 +164,25 @@ class InMemoryDataModule(L.LightningDataModule):
             else:
                 pin = True
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        return TensorBatches(x, y, batch_size, shuffle, self.seed, self._current_epoch, rank, world_size, pin)
+        return TensorBatches(
+            x, y, batch_size, shuffle, self.seed, self._current_epoch, rank, world_size, pin, self._batches_finished
+        )
 
     def train_dataloader(self) -> TensorBatches:
-        return self._batches("train", self.batch_size, shuffle=True)
+        self._train_batches = self._batches("train", self.batch_size, shuffle=True)
+        if self._resume_from is not None:
+            self._train_batches.load_state_dict(self._resume_from)
+            self._resume_from = None
+        return self._train_batches
+
+    # Lightning hands the train loader its saved state only if it builds the loader after restoring the
+    # checkpoint, but a schedule that asks for `trainer.estimated_stepping_batches` builds it before. The
+    # datamodule's state is restored first of all, so the loader's position travels here as well.
+    def state_dict(self) -> dict:
+        return {"train_batches": self._train_batches.state_dict()} if self._train_batches is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._resume_from = state_dict.get("train_batches")
 
     def val_dataloader(self) -> TensorBatches:
         return self._batches("val", self.eval_batch_size)

@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+import math
+import struct
 from pathlib import Path
 
 import torch
 from torchvision.datasets import MNIST
-from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from experiments.data.files import fetch_or_explain, gunzip
+from experiments.data.files import DamagedFile, fetch_or_explain, gunzip, refetching_damaged
 from experiments.data.in_memory import InMemoryDataModule, split_off
+
+IMAGES, LABELS = (2051, (28, 28)), (2049, ())  # IDX magic number and the shape of one item
+
+
+def read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> torch.Tensor:
+    """An uncompressed IDX file of unsigned bytes -> a uint8 tensor, after checking its header against its size."""
+    data = path.read_bytes()
+    header = 4 * (2 + len(item_shape))
+    if len(data) < header or struct.unpack(">I", data[:4])[0] != magic:
+        raise DamagedFile(f"{path} is not an MNIST IDX file (its magic number is not {magic})", path, _gz(path))
+    count, *shape = struct.unpack(f">{1 + len(item_shape)}I", data[4:header])
+    if tuple(shape) != item_shape or len(data) - header != count * math.prod(item_shape):
+        raise DamagedFile(
+            f"{path} is damaged: its header promises {count} items of shape {tuple(shape)}, "
+            f"it holds {len(data) - header} bytes of them",
+            path,
+            _gz(path),
+        )
+    return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).view(count, *item_shape)
+
+
+def _gz(path: Path) -> Path:
+    return path.with_name(path.name + ".gz")
 
 
 class MNISTDataModule(InMemoryDataModule):
@@ -36,6 +60,9 @@ class MNISTDataModule(InMemoryDataModule):
         self.download, self.val_size, self.split_seed = download, val_size, split_seed
 
     def prepare_data(self) -> None:
+        refetching_damaged(self._fetch_and_unpack, self.download)
+
+    def _fetch_and_unpack(self) -> None:
         names = [name for name, _ in MNIST.resources]
         for filename, md5 in MNIST.resources:
             archive, extracted = self.raw / filename, self.raw / filename.removesuffix(".gz")
@@ -49,12 +76,19 @@ class MNISTDataModule(InMemoryDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        self.prepare_data()  # a no-op once the files are there; lets setup() work without a Trainer
 
         def load(prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
-            images = read_image_file(str(self.raw / f"{prefix}-images-idx3-ubyte"))
-            labels = read_label_file(str(self.raw / f"{prefix}-labels-idx1-ubyte"))
+            images = read_idx(self.raw / f"{prefix}-images-idx3-ubyte", *IMAGES)
+            path = self.raw / f"{prefix}-labels-idx1-ubyte"
+            labels = read_idx(path, *LABELS).long()
+            if len(labels) != len(images) or labels.max() > 9:
+                raise DamagedFile(f"{path}: {len(labels)} labels (0..9) for {len(images)} images", path, _gz(path))
             return images.unsqueeze(1), labels
 
-        self.splits["train"], self.splits["val"] = split_off(*load("train"), self.val_size, self.split_seed)
-        self.splits["test"] = load("t10k")
+        def fetch_and_load() -> dict:
+            self._fetch_and_unpack()  # a no-op once the files are there; lets setup() work without a Trainer
+            return {"train": load("train"), "test": load("t10k")}
+
+        loaded = refetching_damaged(fetch_and_load, self.download)
+        self.splits["train"], self.splits["val"] = split_off(*loaded["train"], self.val_size, self.split_seed)
+        self.splits["test"] = loaded["test"]

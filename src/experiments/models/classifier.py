@@ -39,6 +39,23 @@ class Tally:
         self.predictions.append(logits.detach().argmax(dim=1))
         self.targets.append(targets)
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """What was tallied so far, as four tensors (for checkpoints taken in the middle of an epoch)."""
+        if not self.sizes:
+            return {}
+        return {
+            "losses": torch.stack(self.losses),
+            "sizes": torch.tensor(self.sizes),
+            "predictions": torch.cat(self.predictions),
+            "targets": torch.cat(self.targets),
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.reset()
+        if state:
+            self.losses, self.sizes = list(state["losses"]), state["sizes"].tolist()
+            self.predictions, self.targets = [state["predictions"]], [state["targets"]]
+
     def compute(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
         """Mean loss, accuracy and macro-F1 (over the classes seen in targets or predictions).
 
@@ -119,8 +136,20 @@ class Classifier(L.LightningModule):
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self(batch[0]).softmax(dim=1)
 
-    def on_train_epoch_start(self) -> None:
+    def on_train_epoch_start(self) -> None:  # (not called when a run resumes in the middle of an epoch)
         self.tallies["train"].reset()
+
+    # A checkpoint taken in the middle of an epoch keeps that epoch's tally and the step losses not yet
+    # logged, so a run resumed from it reports the epoch exactly as an uninterrupted run would.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        steps = [step for step, _ in self.step_losses]
+        losses = torch.stack([loss for _, loss in self.step_losses]) if steps else torch.empty(0)
+        checkpoint["epoch_so_far"] = {"train": self.tallies["train"].state_dict(), "steps": steps, "losses": losses}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        so_far = checkpoint.get("epoch_so_far", {})
+        self.tallies["train"].load_state_dict(so_far.get("train", {}))
+        self.step_losses = list(zip(so_far.get("steps", []), so_far.get("losses", []), strict=True))
 
     def on_validation_epoch_start(self) -> None:
         self.tallies["val"].reset()

@@ -1,0 +1,257 @@
+"""Crash safety: a run that is stopped, killed or diverges loses nothing, and continues where it stopped.
+
+- `LastCheckpoint` writes `checkpoints/last.ckpt` every `every_n_train_steps` steps, at every epoch end, and
+  when SIGINT or SIGTERM asks the run to stop; it carries the random number generators' states, so a resumed
+  run draws the same dropout masks and augmentations as one that was never interrupted.
+- `AtomicCheckpointIO` writes each checkpoint under a temporary name beside it and renames it when complete
+  (Lightning's own writer finishes with a copy from the system's temporary folder, in place), and loads
+  checkpoints with `weights_only=True` only.
+- `StopOnNonFiniteLoss` ends the run at the step whose loss became NaN or infinite.
+- `resumed` turns `resume=<run dir or checkpoint>` into the arguments that continue that run: its own
+  composed config, in its own directory, with its own TensorBoard curves.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import OmegaConf
+
+from experiments.config import UserError
+from experiments.data.files import written_atomically
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_stop_requests: list[int] = []  # signal numbers received while training; signals are per process anyway
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite: the run stops and counts as failed (a sweep records it so)."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped training, after the last checkpoint was written when there was training to save."""
+
+    def __init__(self, signum: int, where: str, checkpoint: str | None) -> None:
+        self.signum = signum
+        hint = f"continue with: python -m experiments resume={Path(checkpoint).parent.parent}" if checkpoint else ""
+        super().__init__(f"stopped by {signal.Signals(signum).name} {where}" + (f"; {hint}" if hint else ""))
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # what a shell reports for a process ended by that signal: 130, 143
+
+
+def _note_stop_request(signum: int, frame) -> None:
+    _stop_requests.append(signum)
+
+
+@contextmanager
+def stop_signals_noted() -> Iterator[None]:
+    """While training, SIGINT and SIGTERM are noted rather than obeyed at once: `LastCheckpoint` saves at the
+    end of the current batch and stops the run."""
+    _stop_requests.clear()
+    previous = {signum: signal.signal(signum, _note_stop_request) for signum in STOP_SIGNALS}
+    try:
+        yield
+    except SIGTERMException as error:  # Lightning's handler, before `LastCheckpoint` took SIGTERM over
+        raise Interrupted(signal.SIGTERM, "before training started", None) from error
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def rng_states() -> dict:
+    """Every generator training draws from, as plain values (tensors, ints, tuples) that load weights-only."""
+    states = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """`last.ckpt`, what `resume=<run dir>` continues from: every `every_n_train_steps` steps (0: never
+    mid-epoch), at every epoch end, and when a stop signal arrived. Listed after the best-model checkpoint,
+    so it records that one's state too."""
+
+    def __init__(self, dirpath: str, every_n_train_steps: int = 0) -> None:
+        super().__init__(dirpath=dirpath, monitor=None, save_top_k=0, save_last=True, enable_version_counter=False)
+        self.every_n_steps = every_n_train_steps
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning's own SIGTERM handler would stop in the middle of a validation, without a checkpoint.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _note_stop_request)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        # At an epoch's last batch the epoch-end save follows, after validation: the point Lightning resumes from
+        # cleanly (one taken just before would carry the whole epoch's metric counts into the next).
+        epoch_ends = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        due = self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0 and not epoch_ends
+        if due and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if _stop_requests and not epoch_ends:
+            self._stop(trainer)
+
+    # The epoch-end save: after validation when one runs, else at the training epoch's end. (ModelCheckpoint's own
+    # writes last.ckpt only beside a best-model file, and this one keeps none.)
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._should_save_on_train_epoch_end(trainer):
+            self._epoch_end(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and not self._should_save_on_train_epoch_end(trainer):
+            self._epoch_end(trainer)
+
+    def _epoch_end(self, trainer: L.Trainer) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if _stop_requests:
+            self._stop(trainer)
+
+    def _stop(self, trainer: L.Trainer) -> None:
+        if self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        where = f"at step {trainer.global_step} (epoch {trainer.current_epoch + 1})"
+        raise Interrupted(_stop_requests[0], where, self.last_model_path)
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        for logger in trainer.loggers:  # the curves up to this checkpoint survive a kill -9 too
+            logger.save()
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "rng": rng_states()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        if "rng" in state_dict:
+            restore_rng_states(state_dict["rng"])
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written whole or not at all, and read without unpickling anything but plain values."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with written_atomically(path) as temporary:
+                torch.save(checkpoint, temporary)
+        except OSError as error:  # a full disk, a folder made read-only meanwhile: the previous file stays intact
+            raise UserError(f"cannot write the checkpoint {path}: {error.strerror or error}") from error
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        return load_checkpoint(path, map_location)
+
+
+def load_checkpoint(path, map_location=None) -> dict:
+    """`torch.load(path, weights_only=True)`, with one clear line for a file that is missing, damaged, or
+    holds pickled code (which it refuses to run)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's message: a paragraph of advice, then what it refused ("Trying to load unsupported GLOBAL ...").
+        paragraphs = [p.strip() for p in str(error).split("\n\n") if p.strip()]
+        reason = paragraphs[1] if len(paragraphs) > 1 else paragraphs[0] if paragraphs else "pickled objects"
+        raise UserError(f"refusing to load {path}: it holds more than plain values ({reason})") from error
+    except FileNotFoundError as error:
+        raise UserError(f"no checkpoint at {path}") from error
+    except (RuntimeError, EOFError, OSError) as error:  # torch reports a truncated zip as a RuntimeError
+        raise UserError(f"{path} is not a readable checkpoint ({str(error).splitlines()[0]})") from error
+
+
+class StopOnNonFiniteLoss(L.Callback):
+    """Stops training at the step whose loss is NaN or infinite, naming step, epoch and learning rate.
+
+    On a GPU the check would wait for each step to finish, so losses are kept on the device and checked
+    together every `log_every_n_steps` steps, at epoch ends and before any checkpoint is written (a
+    checkpoint never holds weights that already diverged); the step reported is still the first bad one.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[int, int, float, torch.Tensor]] = []  # (step, epoch, lr, loss)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        self._pending.append((trainer.global_step, trainer.current_epoch, self._lr, loss.detach()))
+        if loss.device.type == "cpu" or len(self._pending) >= trainer.log_every_n_steps:
+            self.check()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check()
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self.check()
+
+    def check(self) -> None:
+        if not self._pending:
+            return
+        losses = torch.stack([loss.float() for *_, loss in self._pending]).cpu()  # one wait for all of them
+        pending, self._pending = self._pending, []
+        bad = (~torch.isfinite(losses)).nonzero()
+        if len(bad):
+            step, epoch, lr, _ = pending[int(bad[0])]
+            raise NonFiniteLoss(
+                f"the training loss became {float(losses[int(bad[0])])} at step {step} (epoch {epoch + 1}, "
+                f"learning rate {lr:.3g}); lower optimizer.lr or set trainer.gradient_clip_val"
+            )
+
+
+def find_checkpoint(value: str) -> Path:
+    """`resume=` takes a run directory (its `checkpoints/last.ckpt`) or a checkpoint file."""
+    path = Path(value).expanduser().resolve()
+    checkpoint = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
+    if not checkpoint.is_file():
+        raise UserError(f"resume={value}: no checkpoint at {checkpoint}; give a run directory or a .ckpt file")
+    return checkpoint
+
+
+@contextmanager
+def resumed(arguments: list[str]) -> Iterator[list[str]]:
+    """Command-line arguments with `resume=<run dir or checkpoint>` -> the arguments that continue that run:
+    its composed config (`.hydra/config.yaml`) is the primary config, the other overrides apply on top,
+    and Hydra writes to the same run directory (so the same log file and TensorBoard folder)."""
+    value = next((a.split("=", 1)[1] for a in arguments if a.startswith("resume=")), None)
+    if value in (None, "", "null"):
+        yield arguments
+        return
+    checkpoint = find_checkpoint(value)
+    run_dir = checkpoint.parent.parent
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        raise UserError(f"resume={value}: {saved} not found; resume continues a run that this tool started")
+    others = [a for a in arguments if not a.startswith("resume=")]
+    with tempfile.TemporaryDirectory(prefix="experiments-resume-") as folder:
+        # Our Hydra settings (run directory, log format) from conf/hydra, then the run's config as it was.
+        primary = {"defaults": [{"hydra": "default"}, "_self_"], **OmegaConf.to_container(OmegaConf.load(saved))}
+        OmegaConf.save(OmegaConf.create(primary), Path(folder) / "resumed_run.yaml")
+        yield [
+            *("--config-dir", folder, "--config-name", "resumed_run"),
+            *others,
+            f"++resume={checkpoint}",
+            f"hydra.run.dir={run_dir}",
+        ]

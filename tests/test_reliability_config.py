@@ -1,0 +1,120 @@
+"""Bad configs, table-driven: each ends in exit code 2 and one line naming the key, the value and what is
+allowed, before any data is read and without leaving a run directory behind.
+
+The table runs the command line's own entry point (`experiments.train.main`) in-process: a fresh
+interpreter per case would cost seconds each; `test_config.py` runs other bad overrides (unknown options
+and keys, unparsable values) as real subprocesses.
+The machine is pinned to two CPU cores and no GPU, so the device cases read the same everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from experiments.train import main
+
+BAD_CONFIGS = [
+    ("optimizer.lr=0", "optimizer.lr=0 is not allowed: it must be a number > 0.0"),
+    ("optimizer.name=adamax", "optimizer.name='adamax' is not allowed: it must be one of adamw, adam, sgd"),
+    ("optimizer=lamb", "optimizer=lamb: no such option; choose from adam, adamw, sgd"),
+    ("optimizer.betas=[0.9,1.5]", "optimizer.betas=[0.9, 1.5] is not allowed: it must be two numbers >= 0.0 and < 1.0"),
+    ("data.batch_size=0", "data.batch_size=0 is not allowed: it must be an integer >= 1"),
+    ("data=imdb data.seq_len=0", "data.seq_len=0 is not allowed: it must be an integer >= 1 and <= 10000"),
+    ("data=imdb data.seq_len=400000", "data.seq_len=400000 is not allowed: it must be an integer >= 1 and <= 10000"),
+    ("data=imdb data.vocab_size=2", "data.vocab_size=2 is not allowed: it must be an integer >= 3"),
+    ("data=mnist data.val_size=1.5", "data.val_size=1.5 is not allowed: it must be a number >= 0.0 and < 1.0"),
+    ("data.val_size=0.6 data.test_size=0.5", "data.val_size + data.test_size = 1.1 leaves nothing to train on"),
+    ("data=cifar10 data.translate=40", "data.translate=40 is not allowed: it must be an integer >= 0 and <= 16"),
+    ("data=mnist data.download=maybe", "data.download='maybe' is not allowed: it must be true or false"),
+    ("trainer=gpu", "trainer.accelerator='gpu' is not available: no CUDA GPU here; use trainer=cpu"),
+    (
+        "trainer.devices=4",
+        "trainer.devices=4 is not available: this machine has 2 CPU core(s) and no CUDA GPU; "
+        "choose an integer from 1 to 2, or auto",
+    ),
+    ("trainer.devices=0", "trainer.devices=0 is not available"),
+    ("trainer.accelerator=tpu", "trainer.accelerator='tpu' is not allowed: it must be one of auto, cpu, gpu, cuda"),
+    ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1 is not allowed: it must be a number >= 0.0"),
+    ("trainer.limit_train_batches=1.5", "trainer.limit_train_batches=1.5 is not allowed: it must be a count of"),
+    ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps=0 is not allowed: it must be an integer >= 1"),
+    ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches=0 is not allowed: it must be an integer"),
+    ("model=rnn model.cell=transformer", "model.cell='transformer' is not allowed: it must be one of"),
+    ("model=mlp model.ngrams=2", "model.ngrams=2 needs hash buckets for the n-grams: set model.ngram_buckets"),
+    ("scheduler=onecycle scheduler.pct_start=0", "scheduler.pct_start=0 is not allowed: it must be a number > 0.0"),
+    ("deterministic=maybe", "deterministic='maybe' is not allowed: it must be true or false"),
+    ("seed=-1", "seed=-1 is not allowed: it must be an integer >= 0"),
+    (
+        "callbacks.last_checkpoint.every_n_train_steps=-5",
+        "callbacks.last_checkpoint.every_n_train_steps=-5 is not allowed: it must be an integer >= 0",
+    ),
+    ("resume=no/such/run", "resume=no/such/run: no checkpoint at"),
+]
+
+
+@pytest.fixture
+def two_cores_no_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+
+
+def run_main(tmp_path: Path, monkeypatch, capsys, *arguments: str) -> tuple[int, str]:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["experiments", *arguments])
+    monkeypatch.delenv("EXPERIMENTS_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    return exit_.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_CONFIGS, ids=[o for o, _ in BAD_CONFIGS])
+def test_bad_config_exits_2_with_one_line_and_leaves_nothing(
+    tmp_path, monkeypatch, capsys, two_cores_no_gpu, overrides, message
+):
+    data_dir = tmp_path / "data"
+    code, stderr = run_main(tmp_path, monkeypatch, capsys, *overrides.split(), f"paths.data_dir={data_dir}")
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"error: {message}"), lines[0]
+    assert lines[0].endswith("(EXPERIMENTS_DEBUG=1 shows the traceback)")
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # no run directory, no data touched
+    assert len(BAD_CONFIGS) >= 20
+
+
+def test_the_debug_switch_shows_the_traceback(tmp_path, monkeypatch, capsys):
+    from experiments.config import UserError
+
+    monkeypatch.setenv("EXPERIMENTS_DEBUG", "1")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["experiments", "optimizer.lr=0"])
+    with pytest.raises(UserError, match=r"optimizer\.lr=0 is not allowed"):
+        main()
+
+
+# /sys refuses new folders even to root (a folder made read-only with chmod would not stop root).
+UNWRITABLE = Path("/sys/experiments-test")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "path"),
+    [
+        ([f"hydra.run.dir={UNWRITABLE}/run"], UNWRITABLE),
+        ([f"paths.data_dir={UNWRITABLE}/data", "data=mnist"], UNWRITABLE),
+    ],
+    ids=["output folder", "data folder"],
+)
+def test_unwritable_folder_is_one_line(tmp_path, monkeypatch, capsys, overrides, path):
+    if not Path("/sys").is_dir():
+        pytest.skip("no /sys on this system to stand for a folder nobody may write to")
+    code, stderr = run_main(tmp_path, monkeypatch, capsys, *overrides)
+    assert code == 2
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot write {path}: "), line  # "Operation not permitted" for root
+    assert "choose a writable place (paths.data_dir, hydra.run.dir)" in line
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

@@ -1,0 +1,295 @@
+"""Interrupted runs, as a user meets them: the real CLI in a subprocess, stopped by SIGTERM, SIGKILL and a
+SIGKILL in the middle of writing a checkpoint, each time resumed, must end with exactly the metrics and
+TensorBoard curves of a run that was never interrupted (CPU, deterministic=true). Ctrl+C, a loss that
+turns NaN, a full disk and a checkpoint that would run code are tried in-process or with one run each.
+
+The interrupted runs go through a small launcher that slows each training step a little and prints its
+number, so that a signal lands mid-epoch on a known step; it can also stall the write of a checkpoint
+half-way, so that SIGKILL lands mid-write. Everything else is the ordinary command line.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from experiments.config import UserError
+from experiments.recovery import load_checkpoint
+from tests.conftest import run_cli
+
+RUN = (
+    "model=mlp",
+    "trainer.max_epochs=4",  # 20 steps per epoch on the digits
+    "deterministic=true",
+    "trainer.accelerator=cpu",
+    "callbacks.last_checkpoint.every_n_train_steps=5",
+)
+
+LAUNCHER = textwrap.dedent(
+    """
+    import io, os, sys, time
+    import torch
+    import experiments.models.classifier as classifier
+
+    step = classifier.Classifier.training_step
+
+    def paced(self, batch, batch_idx):
+        time.sleep(0.02)
+        print(f"step {self.global_step}", flush=True)
+        return step(self, batch, batch_idx)
+
+    classifier.Classifier.training_step = paced
+    stall_from = int(os.environ.get("STALL_CHECKPOINT_FROM_STEP", "-1"))
+    save = torch.save
+
+    def stalling_save(obj, path, *args, **kwargs):
+        if stall_from >= 0 and isinstance(obj, dict) and obj.get("global_step", -1) >= stall_from:
+            buffer = io.BytesIO()
+            save(obj, buffer)
+            with open(path, "wb") as file:
+                file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            print("checkpoint half-written", flush=True)
+            time.sleep(600)
+        return save(obj, path, *args, **kwargs)
+
+    torch.save = stalling_save
+    from experiments.train import main
+
+    sys.argv[0] = "experiments"
+    main()
+    """
+)
+
+
+class Launched:
+    def __init__(self, tmp_path: Path, *arguments: str, env: dict | None = None) -> None:
+        launcher = tmp_path / "launch.py"
+        launcher.write_text(LAUNCHER)
+        self.output = (tmp_path / "output.log").open("w+")
+        self.process = subprocess.Popen(
+            [sys.executable, str(launcher), *arguments],
+            cwd=tmp_path,
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            text=True,
+        )
+
+    def wait_for(self, line: str, timeout: float = 240) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.output.seek(0)
+            if line in self.output.read().splitlines():
+                return
+            assert self.process.poll() is None, self.text()
+            time.sleep(0.05)
+        raise TimeoutError(f"no line {line!r}: {self.text()}")
+
+    def stop(self, signum: int) -> int:
+        self.process.send_signal(signum)
+        return self.process.wait(timeout=120)
+
+    def text(self) -> str:
+        self.output.seek(0)
+        return self.output.read()
+
+
+def checkpoint_step(path: Path) -> int:
+    return load_checkpoint(path)["global_step"]
+
+
+def final(run_dir: Path) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {key: metrics[key] for key in ("val", "test", "objective", "epochs", "global_steps")}
+
+
+def epoch_curves(run_dir: Path) -> dict[str, dict[int, float]]:
+    """Step -> value of the per-epoch curves. A resumed run may log a point again, at the same step with the
+    same value (Lightning ends an epoch anew after an epoch-end checkpoint), never another value."""
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    curves = {}
+    # Not train/loss_epoch: Lightning's own running mean of an epoch resumed midway covers the batches after it.
+    for tag in ("val/acc", "val/loss", "train/acc"):
+        points = [(event.step, event.value) for event in events.Scalars(tag)]
+        curves[tag] = dict(points)
+        assert sorted(set(points)) == sorted(curves[tag].items()), points
+    return curves
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("uninterrupted")
+    result = run_cli(*RUN, "hydra.run.dir=run", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return cwd / "run"
+
+
+def resume(tmp_path: Path, run_dir: Path, *more: str, env: dict | None = None) -> Launched:
+    return Launched(tmp_path, f"resume={run_dir}", *more, env=env)
+
+
+def test_interrupted_three_ways_and_resumed_ends_exactly_like_an_uninterrupted_run(tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    hint = f"continue with: python -m experiments resume={run_dir}"
+
+    # SIGTERM in epoch 2 (what schedulers send): a checkpoint at the end of the current step, exit 143.
+    run = Launched(tmp_path, *RUN, "hydra.run.dir=run")
+    run.wait_for("step 27")
+    assert run.stop(signal.SIGTERM) == 143, run.text()
+    step = checkpoint_step(last)
+    assert 28 <= step < 40
+    assert run.text().splitlines()[-1] == f"stopped by SIGTERM at step {step} (epoch 2); {hint}"
+
+    # SIGKILL in epoch 3: nothing runs on the way out; the periodic checkpoint (every 5 steps) is what is left.
+    run = resume(tmp_path, run_dir)
+    run.wait_for("step 47")
+    assert run.stop(signal.SIGKILL) == -signal.SIGKILL
+    assert checkpoint_step(last) == 45
+    assert not (run_dir / "metrics.json").exists()
+
+    # SIGKILL while the checkpoint of step 65 is half-written: the one of step 60 stays whole.
+    run = resume(tmp_path, run_dir, env={"STALL_CHECKPOINT_FROM_STEP": "65"})
+    run.wait_for("checkpoint half-written")
+    assert run.stop(signal.SIGKILL) == -signal.SIGKILL
+    assert checkpoint_step(last) == 60  # loads weights-only: complete
+    partial = last.with_name("last.ckpt.part")
+    assert partial.stat().st_size > 0  # the half-written one, under a name no run takes for a checkpoint
+    with pytest.raises(UserError, match="is not a readable checkpoint"):
+        load_checkpoint(partial)
+
+    run = resume(tmp_path, run_dir)
+    assert run.process.wait(timeout=300) == 0, run.text()
+    assert final(run_dir) == final(uninterrupted)
+    assert epoch_curves(run_dir) == epoch_curves(uninterrupted)  # the same curves, in the same folder
+    assert [p.name for p in (run_dir / "checkpoints").iterdir() if p.suffix != ".ckpt"] == []  # no .part left
+    assert len(list(run_dir.glob("*/config.yaml"))) == 1  # one run directory, one config: .hydra/
+
+
+def copy_of(run_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    for config in (copy / ".hydra").glob("*.yaml"):  # (Hydra records the run directory it was given)
+        config.write_text(config.read_text().replace(str(run_dir), str(copy)))
+    return copy
+
+
+def test_ctrl_c_saves_at_the_end_of_the_step_and_exits_130(make_config, monkeypatch):
+    from experiments.models.classifier import Classifier
+    from experiments.recovery import Interrupted
+    from experiments.train import train
+
+    training_step = Classifier.training_step
+
+    def ctrl_c_at_step_12(self, batch, batch_idx):
+        if self.global_step == 12:
+            signal.raise_signal(signal.SIGINT)
+        return training_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(Classifier, "training_step", ctrl_c_at_step_12)
+    cfg = make_config(*RUN, "logger=none")
+    with pytest.raises(Interrupted) as stop:
+        train(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    assert stop.value.exit_code == 130
+    assert (
+        str(stop.value)
+        == f"stopped by SIGINT at step 13 (epoch 1); continue with: python -m experiments resume={output_dir}"
+    )
+    assert checkpoint_step(output_dir / "checkpoints" / "last.ckpt") == 13
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl+C works as usual again
+
+
+def test_resume_applies_new_overrides_on_top_of_the_runs_own_config(tmp_path, uninterrupted):
+    run_dir = copy_of(uninterrupted, tmp_path)
+    result = run_cli(f"resume={run_dir}/checkpoints/last.ckpt", "trainer.max_epochs=5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 5
+    config = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert "max_epochs: 5" in config and "name: mlp" in config  # the run's model, the new epoch count
+    assert list(epoch_curves(run_dir)["val/acc"]) == [19, 39, 59, 79, 99]
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, uninterrupted):
+    run_dir = copy_of(uninterrupted, tmp_path)
+    marker = tmp_path / "marker"
+    crafted = run_dir / "checkpoints" / "last.ckpt"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"global_step": Exploit()}, crafted)
+    result = run_cli(f"resume={run_dir}", cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: refusing to load {crafted}: it holds more than plain values")
+    assert not marker.exists()
+    with pytest.raises(UserError, match="refusing to load"):
+        load_checkpoint(crafted)
+    assert not marker.exists()
+
+
+def test_a_loss_that_turns_nan_stops_the_run_at_that_step(make_config):
+    from experiments.recovery import NonFiniteLoss
+    from experiments.train import train
+
+    cfg = make_config(*RUN, "logger=none", "optimizer=sgd", "optimizer.lr=1e6", "scheduler=constant")
+    with pytest.raises(
+        NonFiniteLoss, match=r"the training loss became nan at step \d+ \(epoch 1, learning rate 1e\+06\)"
+    ):
+        train(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    assert not (output_dir / "metrics.json").exists()
+    for path in (output_dir / "checkpoints").glob("*.ckpt"):  # whatever was saved holds finite weights only
+        assert all(torch.isfinite(t).all() for t in load_checkpoint(path)["state_dict"].values())
+
+
+def test_a_nan_loss_from_the_command_line_is_one_line_and_exit_code_1(tmp_path, monkeypatch, capsys):
+    from experiments.train import main
+
+    monkeypatch.chdir(tmp_path)
+    arguments = [*RUN, "logger=none", "optimizer=sgd", "optimizer.lr=1e6", "scheduler=constant"]
+    monkeypatch.setattr(sys, "argv", ["experiments", *arguments])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: the training loss became nan at step")
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_good_checkpoint(make_config, monkeypatch):
+    import experiments.recovery as recovery
+    from experiments.train import train
+
+    save, saved = torch.save, []
+
+    def disk_fills_up(obj, path, *args, **kwargs):
+        if len(saved) == 2:  # the third checkpoint: half of it fits
+            Path(path).write_bytes(b"\0" * 100)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        saved.append(path)
+        return save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(recovery.torch, "save", disk_fills_up)
+    cfg = make_config(*RUN, "logger=none")
+    with pytest.raises(UserError) as error:
+        train(cfg)
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    assert str(error.value) == f"cannot write the checkpoint {checkpoints}/last.ckpt: No space left on device"
+    monkeypatch.undo()
+    assert checkpoint_step(checkpoints / "last.ckpt") == 10  # the previous one, whole
+    assert not list(checkpoints.glob("*.part"))
