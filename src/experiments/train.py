@@ -22,16 +22,19 @@ from pathlib import Path
 from typing import NoReturn
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import (
     HydraException,
     InstantiationException,
     MissingConfigException,
     OverrideParseException,
 )
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from experiments.config import UserError, config_dir, validate
+from experiments.sweep import run_job
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +148,9 @@ def print_summary(metrics: dict, output_dir: Path) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
-def _hydra_main(cfg: DictConfig) -> float:
+def _hydra_main(cfg: DictConfig) -> float | None:
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return run_job(train, cfg)  # a failed job is recorded, and the sweep goes on: see sweep.py
     try:
         return train(cfg)
     except (UserError, InstantiationException) as error:
