@@ -65,6 +65,7 @@ def run_job(task: Callable[[DictConfig], float], cfg: DictConfig) -> float | Non
         log.error(f"job {HydraConfig.get().job.num} failed: {line}", exc_info=None if user_error else error)
         record_failure(cfg, line, time.perf_counter() - started)
         if cfg.fail_fast:
+            write_summary(this_jobs_sweep_dir())  # Hydra's end-of-job hook will not run
             print(f"error: job {HydraConfig.get().job.num} failed: {line}  (fail_fast=true)", file=sys.stderr)
             sys.exit(2 if user_error else 1)  # SystemExit passes Hydra's per-job error capture
         return None
@@ -101,17 +102,19 @@ def share_cores_with_parallel_jobs(launcher: DictConfig) -> None:
     log.info(f"{parallel} jobs at once on {cores} cores: {torch.get_num_threads()} torch threads per job")
 
 
+def this_jobs_sweep_dir() -> Path:
+    """The job's own directory minus its subdir: `hydra.sweep.dir` re-resolved in a worker could differ."""
+    hydra = HydraConfig.get()
+    depth = len(Path(str(hydra.sweep.subdir)).parts)
+    return Path(hydra.runtime.output_dir).parents[depth - 1]
+
+
 class SweepSummary(Callback):
     """Rewrites the sweep's summary after each job (the only hook that survives a failed job) and at the end."""
 
     def on_job_end(self, config: DictConfig, job_return=None, **kwargs) -> None:
-        hydra = HydraConfig.get()  # still the job's own here
-        if hydra.mode != RunMode.MULTIRUN:
-            return
-        # The job's own directory minus its subdir: `hydra.sweep.dir` re-resolved in a worker could differ.
-        job_dir = Path(hydra.runtime.output_dir)
-        depth = len(Path(str(hydra.sweep.subdir)).parts)
-        write_summary(job_dir.parents[depth - 1])
+        if HydraConfig.get().mode == RunMode.MULTIRUN:  # still the job's own config here
+            write_summary(this_jobs_sweep_dir())
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
