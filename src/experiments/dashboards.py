@@ -152,7 +152,7 @@ def confusion_figure(confusion: torch.Tensor, names: list[str]):
     n = len(names)
     figure, axes = plt.subplots(figsize=(1.5 + 0.45 * n, 1.2 + 0.45 * n), layout="constrained")
     rates = confusion / confusion.sum(dim=1, keepdim=True).clamp(min=1)  # each true class's row sums to 1
-    axes.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    axes.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
     for i in range(n):
         for j in range(n):
             if confusion[i, j]:
@@ -174,7 +174,7 @@ def examples_figure(x: torch.Tensor, y: torch.Tensor, probabilities: torch.Tenso
         axes.axis("off")
     for axes, image, label, p in zip(grid.flat, x, y, probabilities, strict=False):
         low, high = image.min(), image.max()  # the batch was normalised: stretch each image back to 0..1
-        image = ((image - low) / (high - low).clamp(min=1e-6)).permute(1, 2, 0)
+        image = ((image - low) / (high - low).clamp(min=1e-6)).permute(1, 2, 0).numpy()
         axes.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray")
         predicted = int(p.argmax())
         axes.set_title(f"{names[label]}→{names[predicted]} {p[predicted]:.2f}", fontsize=7)
