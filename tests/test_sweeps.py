@@ -203,3 +203,18 @@ def test_tensorboard_serves_each_runs_curves_images_and_hparams(sweep):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("search", ["digits_mlp", "mnist_mlp", "imdb_mlp"])
+def test_every_search_composes_with_tpe_failures_tolerated_and_the_objectives_direction(search):
+    from hydra import compose, initialize_config_dir
+
+    from experiments.config import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", [f"hparams_search={search}", "objective=val/loss", "objective_mode=min"], True)
+    sweeper = cfg.hydra.sweeper
+    assert cfg.data._target_.lower().endswith(f"{search.split('_')[0]}datamodule") and cfg.model.name == "mlp"
+    assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.direction == "minimize"
+    assert sweeper.max_failure_rate == 1.0 and cfg.hydra.mode.name == "MULTIRUN"
+    assert {"optimizer.lr", "model.width", "model.depth", "model.dropout", "data.batch_size"} <= set(sweeper.params)
