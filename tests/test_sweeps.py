@@ -183,7 +183,7 @@ def test_tensorboard_serves_each_runs_curves_images_and_hparams(sweep):
             job = group["name"].split("/")[0]
             metrics = json.loads((sweep_dir / job / "metrics.json").read_text())
             assert group["hparams"]["model.dropout"] == {"0": 0.0, "1": 0.2}[job]
-            assert group["hparams"]["model.name"] == "mlp" and group["hparams"]["optimizer.lr"] == 0.003
+            assert group["hparams"]["model"] == "mlp" and group["hparams"]["optimizer.lr"] == 0.003
             final = {value["name"]["tag"]: value["value"] for value in group["metricValues"]}
             assert final["final/test_acc"] == pytest.approx(metrics["test"]["test/acc"])
             assert final["final/val_acc"] == pytest.approx(metrics["objective"]["value"])

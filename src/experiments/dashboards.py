@@ -131,8 +131,10 @@ def run_hparams(trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
     hparams = {"data": type(trainer.datamodule).__name__.removesuffix("DataModule").lower()}
     hparams["data.batch_size"] = getattr(trainer.datamodule, "batch_size", None)
     for group in ("net", "optimizer", "scheduler"):
+        prefix = "model" if group == "net" else group
         for key, value in pl_module.hparams[group].items():
-            hparams[f"{'model' if group == 'net' else group}.{key}"] = value
+            # `model`, not `model.name`: TensorBoard sorts the columns by name and shows the first ones.
+            hparams[prefix if key == "name" else f"{prefix}.{key}"] = value
     hparams["label_smoothing"] = pl_module.hparams.label_smoothing
     hparams["trainer.max_epochs"] = trainer.max_epochs
     return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in hparams.items()}

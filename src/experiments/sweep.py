@@ -46,14 +46,17 @@ def run_job(task: Callable[[DictConfig], float], cfg: DictConfig) -> float | Non
     from experiments.train import describe
 
     share_cores_with_parallel_jobs(HydraConfig.get().launcher)
-    started = time.perf_counter()
+    number, started = HydraConfig.get().job.num, time.perf_counter()
+
+    def failed(line: str, bug: Exception | None = None) -> None:
+        log.error(f"job {number} failed: {line}", exc_info=bug)  # a bug keeps its traceback, in train.log too
+        record_failure(cfg, line, time.perf_counter() - started)
+
     attempt = Path(cfg.paths.output_dir) / ".attempted"
     if attempt.exists() and not (attempt.parent / "metrics.json").exists():
-        # A launcher ran this job again after it was cut off (submitit restarts a timed-out job): it would
-        # start from its first epoch over its own files; record it instead.
-        line = "cut off (timed out or preempted) and started again; not run a second time from scratch"
-        log.error(f"job {HydraConfig.get().job.num} failed: {line}")
-        record_failure(cfg, line, 0.0)
+        # A launcher ran this job again after it was cut off (submitit resubmits a timed-out job): it would
+        # start from its first epoch over its own files.
+        failed("cut off (timed out or preempted) and started again; not run a second time from scratch")
         return None
     attempt.touch()
     try:
@@ -61,18 +64,14 @@ def run_job(task: Callable[[DictConfig], float], cfg: DictConfig) -> float | Non
     except Exception as error:
         user_error = isinstance(error, UserError | InstantiationException)
         line = describe(error) if user_error else f"{type(error).__name__}: {describe(error)}"
-        # A bug keeps its traceback, in the job's train.log and on the console.
-        log.error(f"job {HydraConfig.get().job.num} failed: {line}", exc_info=None if user_error else error)
-        record_failure(cfg, line, time.perf_counter() - started)
+        failed(line, bug=None if user_error else error)
         if cfg.fail_fast:
             write_summary(this_jobs_sweep_dir())  # Hydra's end-of-job hook will not run
-            print(f"error: job {HydraConfig.get().job.num} failed: {line}  (fail_fast=true)", file=sys.stderr)
+            print(f"error: job {number} failed: {line}  (fail_fast=true)", file=sys.stderr)
             sys.exit(2 if user_error else 1)  # SystemExit passes Hydra's per-job error capture
         return None
     if not math.isfinite(objective):
-        line = f"the objective {cfg.objective} is {objective}"
-        log.error(f"job {HydraConfig.get().job.num} failed: {line}")
-        record_failure(cfg, line, time.perf_counter() - started)
+        failed(f"the objective {cfg.objective} is {objective}")
         return None
     return objective
 
