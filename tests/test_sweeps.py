@@ -69,7 +69,7 @@ def test_a_failed_job_is_recorded_and_the_others_complete(sweep):
 
     markdown = (sweep_dir / "summary.md").read_text()
     assert markdown.startswith("3 jobs: 2 completed, 1 failed, 0 unfinished; ranked by val/acc (max)")
-    assert f"best: job {completed[0]['job']} model.dropout=" in markdown
+    assert f"best: job {completed[0]['job']} model=mlp model.dropout=0." in markdown  # all its overrides
     assert markdown.rstrip().splitlines()[-1].startswith("| 2 | model.dropout=2 |")
     assert markdown.rstrip().endswith(f"failed: {BAD_DROPOUT} |")
     with Image.open(sweep_dir / "summary.png") as plot:
@@ -122,11 +122,13 @@ def test_optuna_search_survives_diverging_trials_and_names_the_best_parameters(t
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert rows[0]["status"] == "completed"
     assert float(rows[0]["objective"]) == pytest.approx(best["best_value"])
-    named = " ".join(f"{key}={value}" for key, value in best["best_params"].items())
     searched = {"optimizer.lr", "model.width", "model.depth", "model.dropout", "data.batch_size"}
     assert set(best["best_params"]) == searched
-    assert rows[0]["overrides"] == named
-    assert f"best: job {rows[0]['job']} {named}  val/loss " in (sweep_dir / "summary.md").read_text()
+    assert all(f"{key}={value}" in rows[0]["overrides"].split() for key, value in best["best_params"].items())
+    (best_line,) = [line for line in (sweep_dir / "summary.md").read_text().splitlines() if line.startswith("best:")]
+    assert best_line.startswith(f"best: job {rows[0]['job']} ") and "hparams_search=digits_mlp" in best_line.split()
+    assert best_line.endswith(f"  val/loss {best['best_value']:.4f}")
+    assert all(f"{key}={value}" in best_line.split() for key, value in best["best_params"].items())
 
 
 def test_submitit_local_runs_each_job_in_its_own_process(tmp_path):

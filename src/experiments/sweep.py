@@ -176,8 +176,9 @@ def write_summary(sweep_dir: Path) -> str:
     with locked(sweep_dir):
         rows = ranked(collect(sweep_dir))
         shared = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()
-        for row in rows:  # what tells the jobs apart; what they all share is said once, above the table
-            row["overrides"] = " ".join(o for o in row["overrides"] if o not in shared)
+        for row in rows:  # the table and plot show what tells the jobs apart; the CSV keeps them whole
+            row["differs"] = " ".join(o for o in row["overrides"] if o not in shared)
+            row["overrides"] = " ".join(row["overrides"])
         metrics = {k for r in rows for k in r if k.startswith(("val/", "test/"))}
         metrics = sorted(metrics, key=lambda k: (k.startswith("test/"), k))  # validation first
         columns = ["job", "status", "objective", "overrides", *metrics, "epochs", "seconds", "error"]
@@ -201,6 +202,7 @@ def as_markdown(rows: list[dict], metrics: list[str], shared: list[str]) -> str:
         lines.append(f"all jobs: {' '.join(shared)}")
     best = rows[0] if rows and rows[0]["status"] == "completed" else None
     if best:
+        # All its overrides: the parameters that won, including those every job happened to share.
         lines.append(f"best: job {best['job']} {best['overrides']}  {best['objective_metric']} {best['objective']:.4f}")
 
     def cell(value) -> str:
@@ -213,7 +215,7 @@ def as_markdown(rows: list[dict], metrics: list[str], shared: list[str]) -> str:
     for row in rows:
         status = f"failed: {row['error']}" if row["status"] == "failed" else row["status"]
         seconds = f"{row['seconds']:.1f}" if row["seconds"] is not None else ""
-        values = [row["job"], row["overrides"], *(row.get(m) for m in metrics), row["epochs"], seconds, status]
+        values = [row["job"], row["differs"], *(row.get(m) for m in metrics), row["epochs"], seconds, status]
         lines.append("| " + " | ".join(cell(v) for v in values) + " |")
     return "\n".join(lines) + "\n"
 
@@ -225,7 +227,7 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")  # files only: no display on a cluster node
     import matplotlib.pyplot as plt
 
-    labels = [f"#{r['job']} {r['overrides']}"[:60] for r in rows]
+    labels = [f"#{r['job']} {r['differs']}"[:60] for r in rows]
     values = [r["objective"] or 0.0 for r in rows]
     colours = {"completed": "tab:blue", "failed": "tab:red", "unfinished": "tab:grey"}
     figure, axes = plt.subplots(figsize=(8, 1.2 + 0.4 * max(len(rows), 1)), layout="constrained")
