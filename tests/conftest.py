@@ -32,10 +32,12 @@ def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
     return make
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m experiments ARGS` in a fresh process, as a user would type it."""
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 300, env: dict | None = None, module: str = "experiments"
+) -> subprocess.CompletedProcess:
+    """`python -m experiments ARGS` (or another module of ours) in a fresh process, as a user would type it."""
     return subprocess.run(
-        [sys.executable, "-m", "experiments", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -7,7 +7,7 @@ import time
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import RichProgressBar
 
 
 class Throughput(L.Callback):
@@ -90,8 +90,8 @@ class Lookahead(L.Callback):
         torch._foreach_copy_(self._weights(pl_module), self.slow)
 
 
-class ProgressBar(TQDMProgressBar):
-    """Live bars on a terminal; elsewhere (CI, SLURM or piped logs) one plain line per epoch instead."""
+class ProgressBar(RichProgressBar):
+    """Rich's live bars on a terminal; elsewhere (CI, SLURM or piped logs) one plain line per epoch instead."""
 
     SHOWN = ("train/loss", "train/acc", "val/loss", "val/acc")
 

@@ -19,7 +19,9 @@ def config_dir() -> Path:
 
 
 # `${pid:}` keeps the directories of runs started in the same second apart (conf/hydra/default.yaml).
-OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+# Cached like Hydra's `${now:}`: a sweep's jobs in other processes (joblib, submitit) inherit the
+# launching process's value with the config, so they all land in its sweep directory.
+OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
 
 
 class UserError(Exception):

@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from experiments.config import UserError, config_dir, validate
+from experiments.sweep import run_job
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +160,12 @@ def print_summary(metrics: dict, output_dir: Path) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
-def _hydra_main(cfg: DictConfig) -> float:
+def _hydra_main(cfg: DictConfig) -> float | None:
     from experiments.recovery import Interrupted, NonFiniteLoss
 
     try:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return run_job(train, cfg)  # a failed job is recorded, and the sweep goes on: see sweep.py
         return train(cfg)
     except (UserError, InstantiationException, OSError) as error:
         if isinstance(error, OSError) and error.errno not in ENVIRONMENT_ERRORS:
@@ -174,8 +177,6 @@ def _hydra_main(cfg: DictConfig) -> float:
         print(stop, file=sys.stderr, flush=True)
         sys.exit(stop.exit_code)
     except NonFiniteLoss as error:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # the sweep records this job as failed and goes on
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)
 

@@ -114,24 +114,25 @@ class Classifier(L.LightningModule):
         if fit_to_training_data is not None:
             fit_to_training_data(*self.trainer.datamodule.splits["train"])
 
-    def _shared_step(self, batch, stage: str) -> torch.Tensor:
+    def _shared_step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch
         logits = self(x)
         loss = self.loss(logits, y)
         self.tallies[stage].add(logits, y, loss)
-        return loss
+        return loss, logits
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss = self._shared_step(batch, "train")
+        loss, _ = self._shared_step(batch, "train")
         if self.trainer.loggers and (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             self.step_losses.append((self.global_step, loss.detach()))
         return loss
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+    # Evaluation steps return their logits for callbacks (confusion matrices in dashboards.py).
+    def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "val")[1]
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+    def test_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "test")[1]
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self(batch[0]).softmax(dim=1)

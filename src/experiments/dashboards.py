@@ -1,0 +1,196 @@
+"""TensorBoard beyond the curves: the HParams table of a run, confusion matrices, misclassified examples.
+
+The curves (loss, accuracy, macro-F1, learning rate, samples/s) are logged where they arise; this
+callback adds what a user looks at to judge a run or compare a sweep's runs:
+- after each validation and after the test, a confusion-matrix image and the misclassified examples:
+  a grid of images with their true and predicted labels, or a table of reviews for text;
+- at the end, the run's hyperparameters with its final metrics in the HParams dashboard, so the runs
+  of a sweep line up in one table (`tensorboard --logdir <sweep dir>`, HPARAMS tab).
+
+Costs nothing per training step: validation and test steps hand over their logits, the confusion
+matrix is counted on the device, and the host reads it once per epoch.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+KEPT = 512  # examples per evaluation kept to pick misclassified ones from (the first batches')
+SHOWN = 16  # misclassified examples shown
+
+
+class Dashboards(L.Callback):
+    def __init__(self, objective: str = "val/acc", test: bool = True) -> None:
+        self.objective = objective
+        self.test = test  # the HParams entry is written after the test when there is one, else after fit
+        self._confusion: torch.Tensor | None = None
+        self._kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._final: dict[str, float] = {}
+
+    # Counting, on the device, during validation and test.
+    def _start(self, pl_module: L.LightningModule) -> None:
+        n = pl_module.hparams.spec["num_classes"]
+        self._confusion = torch.zeros(n, n, dtype=torch.long, device=pl_module.device)
+        self._kept = []
+
+    def _count(self, logits, batch) -> None:
+        if logits is None or self._confusion is None:
+            return
+        x, y = batch
+        predicted = logits.argmax(dim=1)
+        n = len(self._confusion)
+        # A product of one-hot matrices rather than bincount: it has a deterministic CUDA kernel.
+        one_hot = torch.nn.functional.one_hot
+        self._confusion += (one_hot(y, n).T.float() @ one_hot(predicted, n).float()).long()
+        if sum(len(k[1]) for k in self._kept) < KEPT:
+            self._kept.append((x.detach(), y, logits.detach().softmax(dim=1)))
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._start(pl_module)
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self._start(pl_module)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._count(outputs, batch)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._count(outputs, batch)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._draw(trainer, "val")
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        self._draw(trainer, "test")
+
+    # Drawing, once per evaluation.
+    def _draw(self, trainer: L.Trainer, stage: str) -> None:
+        board = tensorboard(trainer)
+        if board is None or self._confusion is None or not trainer.is_global_zero:
+            return
+        names = class_names(trainer.datamodule, len(self._confusion))
+        step = trainer.global_step
+        board.add_figure(f"{stage}/confusion_matrix", confusion_figure(self._confusion.cpu(), names), step)
+        if not self._kept:
+            return
+        x, y, probabilities = (torch.cat(parts).cpu() for parts in zip(*self._kept, strict=True))
+        wrong = (probabilities.argmax(dim=1) != y).nonzero().flatten()[:SHOWN]
+        if len(wrong) == 0:
+            return
+        x, y, probabilities = x[wrong], y[wrong], probabilities[wrong]
+        if x.dtype.is_floating_point and x.dim() == 4:  # images
+            board.add_figure(f"{stage}/misclassified", examples_figure(x, y, probabilities, names), step)
+        elif hasattr(trainer.datamodule, "vocabulary"):  # token ids: a table of the reviews
+            table = reviews_table(x, y, probabilities, names, trainer.datamodule)
+            board.add_text(f"{stage}/misclassified", table, step)
+
+    # The HParams entry, with the final metrics.
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._final = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is not None and checkpoint.best_model_score is not None:
+            self._final[self.objective] = float(checkpoint.best_model_score)  # the best, as checkpoints select
+        if not self.test:
+            self._log_hparams(trainer, pl_module)
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self._final.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+        self._log_hparams(trainer, pl_module)
+
+    def _log_hparams(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if logger is None:
+            return
+        hparams = run_hparams(trainer, pl_module)
+        # Tags of their own: under their usual names these would add a step-0 point to each curve.
+        metrics = {f"final/{key.replace('/', '_')}": value for key, value in self._final.items()}
+        logger.log_hyperparams(hparams, metrics)
+        logger.experiment.flush()
+
+
+def tensorboard(trainer: L.Trainer):
+    """The SummaryWriter of the run's TensorBoard logger, or None without one."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+def class_names(datamodule, n: int) -> list[str]:
+    names = getattr(datamodule, "class_names", None)
+    if names is None and hasattr(datamodule, "vocabulary") and n == 2:
+        names = ["negative", "positive"]
+    return list(names) if names is not None else [str(i) for i in range(n)]
+
+
+def run_hparams(trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+    """What tells a sweep's runs apart, as flat scalar values: data, model, optimiser, schedule, epochs."""
+    hparams = {"data": type(trainer.datamodule).__name__.removesuffix("DataModule").lower()}
+    hparams["data.batch_size"] = getattr(trainer.datamodule, "batch_size", None)
+    for group in ("net", "optimizer", "scheduler"):
+        prefix = "model" if group == "net" else group
+        for key, value in pl_module.hparams[group].items():
+            # `model`, not `model.name`: TensorBoard sorts the columns by name and shows the first ones.
+            hparams[prefix if key == "name" else f"{prefix}.{key}"] = value
+    hparams["label_smoothing"] = pl_module.hparams.label_smoothing
+    hparams["trainer.max_epochs"] = trainer.max_epochs
+    return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in hparams.items()}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # images for TensorBoard, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_figure(confusion: torch.Tensor, names: list[str]):
+    plt = _pyplot()
+    n = len(names)
+    figure, axes = plt.subplots(figsize=(1.5 + 0.45 * n, 1.2 + 0.45 * n), layout="constrained")
+    rates = confusion / confusion.sum(dim=1, keepdim=True).clamp(min=1)  # each true class's row sums to 1
+    axes.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            if confusion[i, j]:
+                colour = "white" if rates[i, j] > 0.5 else "black"
+                axes.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7, color=colour)
+    axes.set_xticks(range(n), names, rotation=90 if n > 2 else 0, fontsize=8)
+    axes.set_yticks(range(n), names, fontsize=8)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    return figure
+
+
+def examples_figure(x: torch.Tensor, y: torch.Tensor, probabilities: torch.Tensor, names: list[str]):
+    plt = _pyplot()
+    columns = 8
+    rows = (len(x) + columns - 1) // columns
+    figure, grid = plt.subplots(rows, columns, figsize=(columns * 1.2, rows * 1.4), squeeze=False)
+    for axes in grid.flat:
+        axes.axis("off")
+    for axes, image, label, p in zip(grid.flat, x, y, probabilities, strict=False):
+        low, high = image.min(), image.max()  # the batch was normalised: stretch each image back to 0..1
+        image = ((image - low) / (high - low).clamp(min=1e-6)).permute(1, 2, 0).numpy()
+        axes.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray")
+        predicted = int(p.argmax())
+        axes.set_title(f"{names[label]}→{names[predicted]} {p[predicted]:.2f}", fontsize=7)
+    figure.suptitle("misclassified: true→predicted (probability)", fontsize=9)
+    return figure
+
+
+def reviews_table(x: torch.Tensor, y: torch.Tensor, probabilities: torch.Tensor, names: list[str], data) -> str:
+    """A Markdown table (TensorBoard's text tab renders it) of the first words of each misclassified review."""
+    vocabulary, pad = data.vocabulary, data.spec["pad_index"]
+    lines = ["| true | predicted | probability | review (first 60 words) |", "|---|---|---|---|"]
+    for ids, label, p in zip(x.tolist(), y.tolist(), probabilities, strict=True):
+        words = [vocabulary[i] if i < len(vocabulary) else "<unk>" for i in ids if i != pad][:60]
+        text = " ".join(words).replace("|", "\\|")
+        predicted = int(p.argmax())
+        lines.append(f"| {names[label]} | {names[predicted]} | {p[predicted]:.2f} | {text} |")
+    return "\n".join(lines)

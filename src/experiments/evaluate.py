@@ -1,0 +1,123 @@
+"""Test a trained model again, or write its predictions: the run's own config, data and checkpoint.
+
+    python -m experiments.evaluate outputs/train/runs/<run>                   # its best checkpoint
+    python -m experiments.evaluate outputs/train/runs/<run>/checkpoints/last.ckpt
+    python -m experiments.evaluate <run> --predict predictions.csv            # and per-example predictions
+    python -m experiments.evaluate <run> data.data_dir=/elsewhere/data        # config overrides, key=value
+
+The run's composed config (`.hydra/config.yaml`) rebuilds its data module with the same split; the
+checkpoint is read with `torch.load(weights_only=True)` (it holds plain values only) and the net is
+rebuilt from the hyperparameters inside it. The predictions CSV has one row per test example: its
+index in the test split, the true label, the predicted one and the probability of every class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from experiments.config import UserError
+
+
+def find_run(path: Path) -> tuple[Path, Path]:
+    """A run directory or a checkpoint -> (run directory, checkpoint): a directory means its best checkpoint."""
+    if path.is_file():
+        run_dir = path.parent.parent  # <run>/checkpoints/<name>.ckpt
+        checkpoint = path
+    elif path.is_dir():
+        run_dir = path
+        metrics = path / "metrics.json"
+        best = json.loads(metrics.read_text()).get("best_checkpoint") if metrics.is_file() else None
+        checkpoint = Path(best) if best else path / "checkpoints" / "last.ckpt"
+        if not checkpoint.is_file():
+            raise UserError(f"{path} holds no checkpoint ({checkpoint} is missing); pass a .ckpt file")
+    else:
+        raise UserError(f"{path}: no such run directory or checkpoint")
+    if not (run_dir / ".hydra" / "config.yaml").is_file():
+        raise UserError(f"{run_dir} has no .hydra/config.yaml: evaluate needs the run's own directory")
+    return run_dir, checkpoint
+
+
+def load(run_dir: Path, checkpoint: Path, overrides: list[str]):
+    """The run's data module and its model from the checkpoint, as they were trained."""
+    import torch
+    from hydra.utils import instantiate
+
+    from experiments.models.classifier import Classifier
+
+    cfg: DictConfig = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+    datamodule = instantiate(cfg.data)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)  # plain values only, never code
+    model = Classifier(**state["hyper_parameters"])
+    model.load_state_dict(state["state_dict"])
+    return cfg, datamodule, model
+
+
+def evaluate(path: Path, overrides: list[str], predictions: Path | None = None) -> dict[str, float]:
+    import lightning as L
+
+    from experiments.data.files import written_atomically
+    from experiments.train import pick_precision, quiet_lightning
+
+    run_dir, checkpoint = find_run(path)
+    cfg, datamodule, model = load(run_dir, checkpoint, overrides)
+    quiet_lightning()
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=1,
+        precision=pick_precision(cfg.trainer),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    metrics = {k: float(v) for k, v in trainer.test(model, datamodule=datamodule, verbose=False)[0].items()}
+    if predictions is not None:
+        import torch
+
+        probabilities = torch.cat(trainer.predict(model, datamodule=datamodule)).float().cpu()
+        labels = datamodule.splits["test"][1].tolist()
+        predicted = probabilities.argmax(dim=1).tolist()
+        predictions.parent.mkdir(parents=True, exist_ok=True)
+        with written_atomically(predictions) as temporary, open(temporary, "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["id", "label", "predicted", *(f"p{c}" for c in range(probabilities.shape[1]))])
+            for i, (label, guess, p) in enumerate(zip(labels, predicted, probabilities.tolist(), strict=True)):
+                writer.writerow([i, label, guess, *(f"{value:.6f}" for value in p)])
+    return {"checkpoint": str(checkpoint), **metrics}
+
+
+def main(argv: list[str] | None = None) -> None:
+    from experiments.train import exit_for_user_error
+
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.evaluate", description=__doc__.split("\n\n")[0].strip()
+    )
+    parser.add_argument("path", type=Path, help="a run directory (its best checkpoint) or a .ckpt file")
+    parser.add_argument("overrides", nargs="*", help="changes to the run's config, key=value")
+    parser.add_argument("--predict", type=Path, metavar="CSV", help="also write per-example test predictions here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # the figures below, not Lightning's setup lines
+    try:
+        result = evaluate(args.path, args.overrides, args.predict)
+    except (UserError, HydraException, OmegaConfBaseException) as error:
+        exit_for_user_error(error)
+    print(f"test accuracy  {result['test/acc']:.4f}   test loss {result['test/loss']:.4f}   f1 {result['test/f1']:.4f}")
+    print(f"checkpoint     {result['checkpoint']}")
+    if args.predict:
+        print(f"predictions    {args.predict.resolve()}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    sys.exit(main())

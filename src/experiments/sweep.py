@@ -1,0 +1,249 @@
+"""Sweeps that survive their failures: every job leaves `metrics.json`, the sweep root a summary of them all.
+
+    python -m experiments -m model=mlp,cnn,rnn data=digits,mnist        # a grid
+    python -m experiments hparams_search=digits_cnn                     # an Optuna search
+    python -m experiments -m hydra/launcher=joblib model=mlp,cnn,rnn    # jobs in parallel
+
+Hydra's launchers run a whole batch, then re-raise the first job error and skip `on_multirun_end`, so
+a summary written only at the end is lost with the first failure. So a sweep job never raises:
+`run_job` records the failure (status and one-line error) in the job's `metrics.json` and returns
+None, which every sweeper accepts (Optuna marks the trial failed, where a NaN would crash it), and
+the `SweepSummary` callback rewrites `summary.csv`, `summary.md` and `summary.png` after every job
+from all the `metrics.json` files under the sweep root. `fail_fast=true` stops at the first failure.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.config import UserError
+
+# optuna 2.x, the one Hydra's Optuna sweeper accepts, uses SQLAlchemy APIs that 1.4 warns about on import.
+os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
+log = logging.getLogger(__name__)
+ORDER = {"completed": 0, "failed": 1, "unfinished": 2}
+
+
+def run_job(task: Callable[[DictConfig], float], cfg: DictConfig) -> float | None:
+    """Run one sweep job; a failure or a non-finite objective is recorded and returns None instead of raising."""
+    from hydra.errors import InstantiationException
+
+    from experiments.recovery import Interrupted
+    from experiments.train import describe
+
+    share_cores_with_parallel_jobs(HydraConfig.get().launcher)
+    number, started = HydraConfig.get().job.num, time.perf_counter()
+
+    def failed(line: str, bug: Exception | None = None) -> None:
+        log.error(f"job {number} failed: {line}", exc_info=bug)  # a bug keeps its traceback, in train.log too
+        record_failure(cfg, line, time.perf_counter() - started)
+
+    attempt = Path(cfg.paths.output_dir) / ".attempted"
+    if attempt.exists() and not (attempt.parent / "metrics.json").exists():
+        # A launcher ran this job again after it was cut off (submitit resubmits a timed-out job): it would
+        # start from its first epoch over its own files.
+        failed("cut off (timed out or preempted) and started again; not run a second time from scratch")
+        return None
+    attempt.touch()
+    try:
+        objective = task(cfg)
+    except Interrupted:
+        raise  # Ctrl+C or SIGTERM stops the sweep, not just this job
+    except Exception as error:
+        user_error = isinstance(error, UserError | InstantiationException)
+        line = describe(error) if user_error else f"{type(error).__name__}: {describe(error)}"
+        failed(line, bug=None if user_error else error)
+        if cfg.fail_fast:
+            write_summary(this_jobs_sweep_dir())  # Hydra's end-of-job hook will not run
+            print(f"error: job {number} failed: {line}  (fail_fast=true)", file=sys.stderr)
+            sys.exit(2 if user_error else 1)  # SystemExit passes Hydra's per-job error capture
+        return None
+    if not math.isfinite(objective):
+        failed(f"the objective {cfg.objective} is {objective}")
+        return None
+    return objective
+
+
+def record_failure(cfg: DictConfig, error: str, seconds: float) -> None:
+    """Mark the job failed in its metrics.json, keeping what the run measured before it failed."""
+    from experiments.data.files import written_atomically
+
+    path = Path(cfg.paths.output_dir) / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.is_file() else {"wall_seconds": round(seconds, 3)}
+    metrics.update(status="failed", error=error)
+    metrics.setdefault("objective", {"metric": cfg.objective, "mode": cfg.objective_mode})["value"] = None
+    with written_atomically(path) as temporary:
+        temporary.write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def share_cores_with_parallel_jobs(launcher: DictConfig) -> None:
+    """Jobs run side by side by joblib split the cores between them instead of each taking them all."""
+    if "joblib" not in str(launcher.get("_target_", "")).lower():
+        return
+    import torch
+
+    cores = len(os.sched_getaffinity(0))
+    n_jobs = int(launcher.n_jobs)
+    parallel = max(1, cores + 1 + n_jobs if n_jobs < 0 else n_jobs)  # joblib's -1 means one per core
+    torch.set_num_threads(max(1, cores // parallel))
+    log.info(f"{parallel} jobs at once on {cores} cores: {torch.get_num_threads()} torch threads per job")
+
+
+def this_jobs_sweep_dir() -> Path:
+    """The job's own directory minus its subdir: `hydra.sweep.dir` re-resolved in a worker could differ."""
+    hydra = HydraConfig.get()
+    depth = len(Path(str(hydra.sweep.subdir)).parts)
+    return Path(hydra.runtime.output_dir).parents[depth - 1]
+
+
+class SweepSummary(Callback):
+    """Rewrites the sweep's summary after each job (the only hook that survives a failed job) and at the end."""
+
+    def on_job_end(self, config: DictConfig, job_return=None, **kwargs) -> None:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:  # still the job's own config here
+            write_summary(this_jobs_sweep_dir())
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        if sweep_dir.is_dir():
+            table = write_summary(sweep_dir)
+            log.info(f"{table}\nsummary        {sweep_dir / 'summary.md'}, summary.csv, summary.png")
+
+
+@contextmanager
+def locked(sweep_dir: Path):
+    """One writer at a time: parallel jobs finish together and would rename over each other's files."""
+    with open(sweep_dir / ".summary.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def collect(sweep_dir: Path) -> list[dict]:
+    """One row per job directory: its overrides and what its metrics.json says (nothing yet: unfinished)."""
+    rows = []
+    for overrides_file in sweep_dir.glob("**/.hydra/overrides.yaml"):
+        job_dir = overrides_file.parents[1]
+        metrics_file = job_dir / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {"status": "unfinished"}
+        objective = metrics.get("objective", {})
+        rows.append(
+            {
+                "job": job_dir.relative_to(sweep_dir).as_posix(),
+                "status": metrics.get("status", "completed"),
+                "objective": objective.get("value"),
+                "objective_metric": objective.get("metric"),
+                "objective_mode": objective.get("mode"),
+                "overrides": list(OmegaConf.load(overrides_file)),
+                **metrics.get("val", {}),
+                **metrics.get("test", {}),
+                "epochs": metrics.get("epochs"),
+                "seconds": metrics.get("wall_seconds"),
+                "error": metrics.get("error", ""),
+            }
+        )
+    return rows
+
+
+def ranked(rows: list[dict]) -> list[dict]:
+    """Completed jobs best first by the objective, then failed, then unfinished ones."""
+    maximise = next((r["objective_mode"] == "max" for r in rows if r["objective_mode"]), True)
+
+    def key(row: dict) -> tuple:
+        value = row["objective"]
+        score = (-value if maximise else value) if value is not None else math.inf
+        number = int(row["job"]) if row["job"].isdigit() else math.inf
+        return ORDER.get(row["status"], 3), score, number, row["job"]
+
+    return sorted(rows, key=key)
+
+
+def write_summary(sweep_dir: Path) -> str:
+    """Write summary.csv, summary.md and summary.png under `sweep_dir`; return the Markdown."""
+    from experiments.data.files import written_atomically
+
+    with locked(sweep_dir):
+        rows = ranked(collect(sweep_dir))
+        shared = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()
+        for row in rows:  # the table and plot show what tells the jobs apart; the CSV keeps them whole
+            row["differs"] = " ".join(o for o in row["overrides"] if o not in shared)
+            row["overrides"] = " ".join(row["overrides"])
+        metrics = {k for r in rows for k in r if k.startswith(("val/", "test/"))}
+        metrics = sorted(metrics, key=lambda k: (k.startswith("test/"), k))  # validation first
+        columns = ["job", "status", "objective", "overrides", *metrics, "epochs", "seconds", "error"]
+        with written_atomically(sweep_dir / "summary.csv") as temporary, open(temporary, "w", newline="") as file:
+            writer = csv.DictWriter(file, columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        markdown = as_markdown(rows, metrics, sorted(shared))
+        with written_atomically(sweep_dir / "summary.md") as temporary:
+            temporary.write_text(markdown)
+        with written_atomically(sweep_dir / "summary.png") as temporary:
+            plot(rows, temporary)
+    return markdown
+
+
+def as_markdown(rows: list[dict], metrics: list[str], shared: list[str]) -> str:
+    counts = ", ".join(f"{sum(r['status'] == s for r in rows)} {s}" for s in ORDER)
+    objective = next((f"{r['objective_metric']} ({r['objective_mode']})" for r in rows if r["objective_metric"]), "")
+    lines = [f"{len(rows)} jobs: {counts}; ranked by {objective}"]
+    if shared:
+        lines.append(f"all jobs: {' '.join(shared)}")
+    best = rows[0] if rows and rows[0]["status"] == "completed" else None
+    if best:
+        # All its overrides: the parameters that won, including those every job happened to share.
+        lines.append(f"best: job {best['job']} {best['overrides']}  {best['objective_metric']} {best['objective']:.4f}")
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        return "" if value is None else str(value).replace("|", "\\|")
+
+    header = ["job", "overrides", *metrics, "epochs", "time (s)", "status"]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        status = f"failed: {row['error']}" if row["status"] == "failed" else row["status"]
+        seconds = f"{row['seconds']:.1f}" if row["seconds"] is not None else ""
+        values = [row["job"], row["differs"], *(row.get(m) for m in metrics), row["epochs"], seconds, status]
+        lines.append("| " + " | ".join(cell(v) for v in values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Horizontal bars of the objective, best at the top; failed and unfinished jobs named in red and grey."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a cluster node
+    import matplotlib.pyplot as plt
+
+    labels = [f"#{r['job']} {r['differs']}"[:60] for r in rows]
+    values = [r["objective"] or 0.0 for r in rows]
+    colours = {"completed": "tab:blue", "failed": "tab:red", "unfinished": "tab:grey"}
+    figure, axes = plt.subplots(figsize=(8, 1.2 + 0.4 * max(len(rows), 1)), layout="constrained")
+    positions = range(len(rows))
+    axes.barh(positions, values, color=[colours.get(r["status"], "black") for r in rows])
+    for position, row in zip(positions, rows, strict=True):
+        text = f" {row['objective']:.4f}" if row["status"] == "completed" else f" {row['status']}: {row['error']}"
+        colour = "black" if row["status"] == "completed" else colours.get(row["status"], "black")
+        axes.text(row["objective"] or 0.0, position, text[:70], va="center", fontsize=8, color=colour)
+    axes.set_yticks(list(positions), labels, fontsize=8)
+    axes.invert_yaxis()
+    metric = next((f"{r['objective_metric']} ({r['objective_mode']})" for r in rows if r["objective_metric"]), "")
+    axes.set_xlabel(metric)
+    axes.set_title(f"{len(rows)} jobs, best first")
+    figure.savefig(path, format="png", dpi=100)
+    plt.close(figure)
