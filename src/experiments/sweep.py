@@ -43,7 +43,7 @@ def run_job(task: Callable[[DictConfig], float], cfg: DictConfig) -> float | Non
     """Run one sweep job; a failure or a non-finite objective is recorded and returns None instead of raising."""
     from hydra.errors import InstantiationException
 
-    from experiments.recovery import Interrupted
+    from experiments.recovery import Interrupted, NonFiniteLoss
     from experiments.train import describe
 
     share_cores_with_parallel_jobs(HydraConfig.get().launcher)
@@ -66,8 +66,9 @@ def run_job(task: Callable[[DictConfig], float], cfg: DictConfig) -> float | Non
         raise  # Ctrl+C or SIGTERM stops the sweep, not just this job
     except Exception as error:
         user_error = isinstance(error, UserError | InstantiationException)
-        line = describe(error) if user_error else f"{type(error).__name__}: {describe(error)}"
-        failed(line, bug=None if user_error else error)
+        known = user_error or isinstance(error, NonFiniteLoss)  # one line, no traceback
+        line = describe(error) if known else f"{type(error).__name__}: {describe(error)}"
+        failed(line, bug=None if known else error)
         if cfg.fail_fast:
             write_summary(this_jobs_sweep_dir())  # Hydra's end-of-job hook will not run
             print(f"error: job {number} failed: {line}  (fail_fast=true)", file=sys.stderr)
