@@ -122,8 +122,8 @@ def epoch_curves(run_dir: Path) -> dict[str, dict[int, float]]:
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
     curves = {}
-    # Not train/loss_epoch: Lightning's own running mean of an epoch resumed midway covers the batches after it.
-    for tag in ("val/acc", "val/loss", "train/acc"):
+    # train/* too: a checkpoint taken mid-epoch carries the epoch's tally of the batches before it.
+    for tag in ("val/acc", "val/loss", "train/acc", "train/loss"):
         points = [(event.step, event.value) for event in events.Scalars(tag)]
         curves[tag] = dict(points)
         assert sorted(set(points)) == sorted(curves[tag].items()), points
