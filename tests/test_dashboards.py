@@ -35,3 +35,19 @@ def test_a_text_run_shows_misclassified_reviews_as_a_table(make_config, tmp_path
     for true, predicted, _, review in rows:
         assert {true.strip("| "), predicted} <= {"negative", "positive"} and true.strip("| ") != predicted
         assert set(review.rstrip(" |").split()) & set(FILLER)  # the review's own words, decoded
+
+
+def test_images_are_drawn_every_n_epochs_and_after_the_last(make_config, tmp_path: Path):
+    cfg = make_config(
+        "model=mlp",
+        "trainer.max_epochs=5",
+        "trainer.limit_train_batches=2",
+        "trainer.accelerator=cpu",
+        "callbacks.dashboards.images_every_n_epochs=2",
+        "test=false",
+    )
+    train(cfg)
+    events = EventAccumulator(str(Path(cfg.paths.output_dir) / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    drawn = [image.step for image in events.Images("val/confusion_matrix")]
+    assert drawn == [4, 8, 10]  # after epochs 2, 4 and the last, 5 (two steps per epoch)

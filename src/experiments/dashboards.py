@@ -22,8 +22,10 @@ SHOWN = 16  # misclassified examples shown
 
 
 class Dashboards(L.Callback):
-    def __init__(self, objective: str = "val/acc", test: bool = True) -> None:
+    def __init__(self, objective: str = "val/acc", test: bool = True, images_every_n_epochs: int = 10) -> None:
         self.objective = objective
+        # Drawing takes a few tenths of a second: on every epoch it would double a short run's time.
+        self.images_every_n_epochs = images_every_n_epochs
         self.test = test  # the HParams entry is written after the test when there is one, else after fit
         self._confusion: torch.Tensor | None = None
         self._kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -60,7 +62,9 @@ class Dashboards(L.Callback):
         self._count(outputs, batch)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking:
+        epoch = trainer.current_epoch + 1
+        last = epoch == trainer.max_epochs
+        if not trainer.sanity_checking and (last or epoch % self.images_every_n_epochs == 0):
             self._draw(trainer, "val")
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
