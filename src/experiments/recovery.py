@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import random
 import signal
@@ -197,8 +198,13 @@ class StopOnNonFiniteLoss(L.Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None:
             return
+        if loss.device.type == "cpu":  # nothing to wait for: one number, checked now (no stacking per step)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise self._diverged(value, trainer.global_step, trainer.current_epoch, self._lr)
+            return
         self._pending.append((trainer.global_step, trainer.current_epoch, self._lr, loss.detach()))
-        if loss.device.type == "cpu" or len(self._pending) >= trainer.log_every_n_steps:
+        if len(self._pending) >= trainer.log_every_n_steps:
             self.check()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -215,10 +221,14 @@ class StopOnNonFiniteLoss(L.Callback):
         bad = (~torch.isfinite(losses)).nonzero()
         if len(bad):
             step, epoch, lr, _ = pending[int(bad[0])]
-            raise NonFiniteLoss(
-                f"the training loss became {float(losses[int(bad[0])])} at step {step} (epoch {epoch + 1}, "
-                f"learning rate {lr:.3g}); lower optimizer.lr or set trainer.gradient_clip_val"
-            )
+            raise self._diverged(float(losses[int(bad[0])]), step, epoch, lr)
+
+    @staticmethod
+    def _diverged(value: float, step: int, epoch: int, lr: float) -> NonFiniteLoss:
+        return NonFiniteLoss(
+            f"the training loss became {value} at step {step} (epoch {epoch + 1}, "
+            f"learning rate {lr:.3g}); lower optimizer.lr or set trainer.gradient_clip_val"
+        )
 
 
 def find_checkpoint(value: str) -> Path:
