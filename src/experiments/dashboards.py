@@ -72,9 +72,10 @@ class Dashboards(L.Callback):
 
     # Drawing, once per evaluation.
     def _draw(self, trainer: L.Trainer, stage: str) -> None:
-        board = tensorboard(trainer)
-        if board is None or self._confusion is None or not trainer.is_global_zero:
+        logger = tensorboard_logger(trainer)
+        if logger is None or self._confusion is None or not trainer.is_global_zero:
             return
+        board = logger.experiment  # the SummaryWriter
         names = class_names(trainer.datamodule, len(self._confusion))
         step = trainer.global_step
         board.add_figure(f"{stage}/confusion_matrix", confusion_figure(self._confusion.cpu(), names), step)
@@ -105,7 +106,7 @@ class Dashboards(L.Callback):
         self._log_hparams(trainer, pl_module)
 
     def _log_hparams(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        logger = tensorboard_logger(trainer)
         if logger is None:
             return
         hparams = run_hparams(trainer, pl_module)
@@ -115,12 +116,8 @@ class Dashboards(L.Callback):
         logger.experiment.flush()
 
 
-def tensorboard(trainer: L.Trainer):
-    """The SummaryWriter of the run's TensorBoard logger, or None without one."""
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            return logger.experiment
-    return None
+def tensorboard_logger(trainer: L.Trainer) -> TensorBoardLogger | None:
+    return next((logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
 
 
 def class_names(datamodule, n: int) -> list[str]:
