@@ -32,17 +32,22 @@ def random_reviews(n: int, seq_len: int, vocab_size: int, generator: torch.Gener
     return ids, torch.randint(0, 2, (n,), generator=generator)
 
 
-class SyntheticImages:
+class Synthetic:
+    """Mixed in front of a real DataModule: no files to fetch, and random splits from `random_splits`."""
+
     def prepare_data(self) -> None:
         pass
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        generator = torch.Generator().manual_seed(0)
+        if not self.splits:
+            self.splits = self.random_splits(torch.Generator().manual_seed(0))
+
+
+class SyntheticImages(Synthetic):
+    def random_splits(self, generator: torch.Generator) -> dict:
         n = SIZES["train"] + (10_000 if self.spec["shape"][0] == 1 else 0)  # MNIST has 60,000 training images
-        self.splits = _split(*random_images(n, self.spec["shape"], generator), self.val_size)
-        self.splits["test"] = random_images(SIZES["test"], self.spec["shape"], generator)
+        splits = _split(*random_images(n, self.spec["shape"], generator), self.val_size)
+        return {**splits, "test": random_images(SIZES["test"], self.spec["shape"], generator)}
 
 
 class SyntheticMNIST(SyntheticImages, MNISTDataModule):
@@ -53,14 +58,8 @@ class SyntheticCIFAR10(SyntheticImages, CIFAR10DataModule):
     pass
 
 
-class SyntheticIMDB(IMDBDataModule):
-    def prepare_data(self) -> None:
-        pass
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        generator = torch.Generator().manual_seed(0)
+class SyntheticIMDB(Synthetic, IMDBDataModule):
+    def random_splits(self, generator: torch.Generator) -> dict:
         seq_len, vocab_size = self.spec["seq_len"], self.spec["vocab_size"]
-        self.splits = _split(*random_reviews(25_000, seq_len, vocab_size, generator), self.settings["val_size"])
-        self.splits["test"] = random_reviews(25_000, seq_len, vocab_size, generator)
+        splits = _split(*random_reviews(25_000, seq_len, vocab_size, generator), self.settings["val_size"])
+        return {**splits, "test": random_reviews(25_000, seq_len, vocab_size, generator)}
