@@ -164,11 +164,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path, map_location)
 
 
-def load_checkpoint(path, map_location=None) -> dict:
+def load_checkpoint(path, map_location=None, mmap: bool = False) -> dict:
     """`torch.load(path, weights_only=True)`, with one clear line for a file that is missing, damaged, or
-    holds pickled code (which it refuses to run)."""
+    holds pickled code (which it refuses to run). `mmap` maps the tensors instead of reading them: a
+    cheap check of a file that is loaded for real later."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         # torch's message: a paragraph of advice, then what it refused ("Trying to load unsupported GLOBAL ...").
         paragraphs = [p.strip() for p in str(error).split("\n\n") if p.strip()]

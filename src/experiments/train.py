@@ -55,7 +55,7 @@ def train(cfg: DictConfig) -> float:
     from experiments.recovery import AtomicCheckpointIO, StopOnNonFiniteLoss, load_checkpoint, stop_signals_noted
 
     if cfg.get("resume"):
-        load_checkpoint(cfg.resume)  # a damaged or unsafe file: one line now, before anything is built
+        load_checkpoint(cfg.resume, mmap=True)  # a damaged or unsafe file: one line now, before anything is built
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # ours
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
