@@ -148,12 +148,6 @@ def _rules() -> dict[str, Callable[[object], str | None]]:
     }
 
 
-def _poolings() -> dict[str, tuple[str, ...]]:
-    from experiments.models.nets import mlp, rnn
-
-    return {"mlp": mlp.POOLINGS, "rnn": rnn.POOLINGS, "cnn": (), "speedrun": ()}
-
-
 # Longer than any IMDB review (about 3,000 tokens at most); a typo like seq_len=400000 would allocate gigabytes.
 MAX_SEQ_LEN = 10_000
 
@@ -169,8 +163,11 @@ def validate(cfg: DictConfig) -> None:
         allowed = check(value)
         if allowed is not None:
             raise UserError(f"{key}={value!r} is not allowed: it must be {allowed}")
+    from experiments.models.nets import NETS
+
     pooling = cfg.model.get("pooling")
-    if pooling is not None and pooling not in (choices := _poolings()[cfg.model.name]):
+    choices = getattr(NETS.get(cfg.model.name), "POOLINGS", ())  # a net with a `pooling` argument lists its choices
+    if pooling is not None and pooling not in choices:
         allowed = ", ".join(choices)
         raise UserError(f"model.pooling={pooling!r} is not allowed for model={cfg.model.name}: use one of {allowed}")
     if cfg.model.get("ngrams", 1) > 1 and not cfg.model.get("ngram_buckets"):

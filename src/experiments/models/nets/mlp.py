@@ -98,6 +98,8 @@ class BagOfEmbeddings(nn.Module):
 
 
 class MLP(nn.Module):
+    POOLINGS = POOLINGS
+
     def __init__(
         self,
         spec: dict,

@@ -28,6 +28,8 @@ class RNN(nn.Module):
     direction's state after its last real step; `max` the maximum of every output over the real steps.
     """
 
+    POOLINGS = POOLINGS
+
     def __init__(
         self,
         spec: dict,
