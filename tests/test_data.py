@@ -45,3 +45,15 @@ def test_batches_are_normalised_after_transfer():
     x, y = data.on_after_batch_transfer((x, y), 0)
     assert x.dtype == torch.float32 and y.dtype == torch.int64
     assert abs(x.mean().item()) < 0.3 and 0.7 < x.std().item() < 1.3
+
+
+def test_normalising_a_float_batch_leaves_the_stored_split_untouched():
+    # Normalisation works in place on its own copy: an evaluation batch is a view of the split itself.
+    data = DigitsDataModule(seed=0)
+    data.setup()
+    stored = data.splits["val"][0].float()
+    data.splits["val"] = (stored, data.splits["val"][1])
+    before = stored.clone()
+    x, _ = data.on_after_batch_transfer(next(iter(data.val_dataloader())), 0)
+    assert torch.equal(stored, before)
+    assert torch.allclose(x, (before[: len(x)] - data.mean[0]) / data.std[0], atol=1e-5)
