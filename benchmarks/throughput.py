@@ -4,8 +4,9 @@
     python benchmarks/throughput.py --device cuda            # on a GPU (bf16 where supported, as a run would)
     python benchmarks/throughput.py --workloads mnist_mlp --rounds 7 --data-dir data   # real files if there
     python benchmarks/throughput.py --workloads mnist_mlp data.batch_size=256          # any config override
+    python benchmarks/throughput.py --workloads mnist_mlp_small --paths abcd           # and Lightning's floor
 
-In one process, each round measures the three paths one after another on the same net, batch size,
+In one process, each round measures the paths one after another on the same net, batch size,
 optimiser and data, and each measurement is the second epoch of `steps` batches (the first is warm-up):
   (a) project   `experiments.train.train` with the recipe's config: the real Classifier, DataModule,
                 Trainer, default callbacks and TensorBoard logger, exactly what `python -m experiments`
@@ -15,8 +16,10 @@ optimiser and data, and each measurement is the second epoch of `steps` batches 
                 epoch, the recipe's augmentation on the device (CIFAR-10); no Lightning.
   (c) template  a torchvision-style per-sample Dataset and DataLoader feeding a LightningModule that logs
                 and updates torchmetrics every step (benchmarks/template.py).
+  (d) bare      (on request) (b)'s parts in a bare LightningModule and Trainer: no callbacks, logger,
+                progress bar, checkpoints or validation; what Lightning's own step costs, before ours.
 The table gives the median samples/s of each path over the rounds, and the median of the per-round
-ratios (a)/(b) and (a)/(c): pairing within a round cancels most of the drift on a shared machine.
+ratios (a)/(b), (a)/(c) and (d)/(b): pairing within a round cancels most of the drift on a shared machine.
 Without the dataset's files under --data-dir, the project's own DataModules are filled with random data
 of the real shapes and sizes (benchmarks/synthetic.py); the figures do not depend on the pixel values.
 """
@@ -44,7 +47,7 @@ WORKLOADS = {
         {"cpu": 200, "cuda": None},
     ),
     "cifar_cnn": (["data=cifar10", "model=cnn"], "synthetic.SyntheticCIFAR10", {"cpu": 5, "cuda": None}),
-    "imdb_rnn": (["data=imdb", "model=rnn"], "synthetic.SyntheticIMDB", {"cpu": 2, "cuda": None}),
+    "imdb_rnn": (["data=imdb", "model=rnn"], "synthetic.SyntheticIMDB", {"cpu": 10, "cuda": None}),
 }
 # On a GPU the CIFAR-10 CNN is the reference size: 64/256/256 channels at batch 512.
 CUDA_OVERRIDES = {"cifar_cnn": ["model.channels=[64,256,256]", "data.batch_size=512"]}
@@ -77,40 +80,55 @@ def project_throughput(overrides: list[str], output_dir: Path) -> float:
     return json.loads((output_dir / "metrics.json").read_text())["samples_per_second"]
 
 
+class Reference:
+    """What (b) and (d) share: the run's net, optimiser, schedule and loss, and its training tensors
+    normalised once and resident on the device; `batches()` is one epoch in a new random order."""
+
+    def __init__(self, cfg, data, device: torch.device, precision: str, steps: int | None) -> None:
+        from experiments.models.nets import build_net
+        from experiments.models.optim import build_optimizer, build_scheduler
+        from experiments.train import plain
+
+        self.net = build_net(plain(cfg.model), data.spec).to(device)
+        if data.spec["kind"] == "image" and cfg.trainer.get("channels_last") and len(data.spec["shape"]) == 3:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        x, y = data.splits["train"]
+        self.x = data.normalize(x.to(device)) if data.spec["kind"] == "image" else x.to(device).long()
+        self.y = y.to(device).long()
+        self.batch_size = cfg.data.batch_size
+        self.steps = steps or -(-len(y) // self.batch_size)
+        self.optimizer = build_optimizer(self.net, plain(cfg.optimizer))
+        self.scheduler = build_scheduler(self.optimizer, plain(cfg.scheduler), 2 * self.steps)
+        self.loss = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
+        self.augment = data.augment if data.spec["kind"] == "image" else None
+        self.device = device
+
+    def batches(self):
+        order = torch.randperm(len(self.y), device=self.device)[: self.steps * self.batch_size]
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            inputs = torch.index_select(self.x, 0, idx)  # row copies: much faster than x[idx] on a CPU
+            yield (self.augment(inputs) if self.augment else inputs), torch.index_select(self.y, 0, idx)
+
+
 def plain_throughput(cfg, data, device: torch.device, precision: str, steps: int | None) -> float:
     """(b): the same net, optimiser, schedule, batch size and augmentation in a hand-written loop."""
-    from experiments.models.nets import build_net
-    from experiments.models.optim import build_optimizer, build_scheduler
-    from experiments.train import plain
-
-    net = build_net(plain(cfg.model), data.spec).to(device)
-    if data.spec["kind"] == "image" and cfg.trainer.get("channels_last") and len(data.spec["shape"]) == 3:
-        net = net.to(memory_format=torch.channels_last)
-    x, y = data.splits["train"]
-    x, y = x.to(device), y.to(device).long()
-    x = data.normalize(x) if data.spec["kind"] == "image" else x.long()
-    batch_size = cfg.data.batch_size
-    steps = steps or -(-len(y) // batch_size)
-    optimizer = build_optimizer(net, plain(cfg.optimizer))
-    scheduler = build_scheduler(optimizer, plain(cfg.scheduler), 2 * steps)
-    loss_function = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
-    augment = getattr(data, "augment", None)
+    reference = Reference(cfg, data, device, precision, steps)
+    optimizer, scheduler = reference.optimizer, reference.scheduler
 
     def epoch() -> int:
-        order = torch.randperm(len(y), device=device)[: steps * batch_size]
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            inputs = torch.index_select(x, 0, idx)  # row copies: much faster than x[idx] on a CPU
-            inputs = augment(inputs) if augment is not None and data.spec["kind"] == "image" else inputs
-            with autocast:
-                loss = loss_function(net(inputs), torch.index_select(y, 0, idx))
+        samples = 0
+        for inputs, targets in reference.batches():
+            with reference.autocast:
+                loss = reference.loss(reference.net(inputs), targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-        return len(order)
+            samples += len(targets)
+        return samples
 
     epoch()  # warm-up
     synchronize(device)
@@ -118,6 +136,59 @@ def plain_throughput(cfg, data, device: torch.device, precision: str, steps: int
     samples = epoch()
     synchronize(device)
     return samples / (time.perf_counter() - started)
+
+
+def bare_lightning_throughput(cfg, data, device: torch.device, precision: str, steps: int | None) -> float:
+    """(d): the plain loop's parts in the least a LightningModule and Trainer can be: no callbacks,
+    logger, progress bar, checkpoints or validation. What Lightning's own step costs, before ours."""
+    import lightning as L
+
+    reference = Reference(cfg, data, device, precision, steps)
+
+    class Bare(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = reference.net
+
+        def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+            return reference.loss(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            if reference.scheduler is None:
+                return reference.optimizer
+            schedule = {"scheduler": reference.scheduler, "interval": "step"}
+            return {"optimizer": reference.optimizer, "lr_scheduler": schedule}
+
+    class Batches:
+        def __iter__(self):
+            return reference.batches()
+
+        def __len__(self) -> int:
+            return reference.steps
+
+    class SecondEpochClock(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            synchronize(device)
+            self.started = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            synchronize(device)
+            self.seconds = time.perf_counter() - self.started
+
+    clock = SecondEpochClock()
+    trainer = L.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        precision=precision,
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+    )
+    trainer.fit(Bare(), train_dataloaders=Batches())
+    return min(reference.steps * reference.batch_size, len(reference.y)) / clock.seconds
 
 
 def synchronize(device: torch.device) -> None:
@@ -132,7 +203,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: no collapse on shared cores)")
     parser.add_argument("--data-dir", type=Path, help="use the real dataset files found here (default: synthetic)")
-    parser.add_argument("--paths", default="abc", help="which of the paths a, b, c to run")
+    parser.add_argument("--paths", default="abc", help="which of the paths a, b, c, d to run (d: bare Lightning)")
     parser.add_argument("overrides", nargs="*", help="config overrides for every workload, e.g. data.batch_size=256")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -168,6 +239,8 @@ def main() -> None:
                     figures["b"].append(plain_throughput(cfg, data, device, precision, steps))
                 if "c" in args.paths:
                     figures["c"].append(template_throughput(cfg, data, accelerator, precision, steps))
+                if "d" in args.paths:
+                    figures["d"].append(bare_lightning_throughput(cfg, data, device, precision, steps))
                 done = "  ".join(f"({p}) {v[-1]:,.0f}" for p, v in figures.items())
                 print(f"{name} round {round_ + 1}/{args.rounds}: {done} samples/s", file=sys.stderr, flush=True)
         rows.append((name, "real" if real else "synthetic", cfg.data.batch_size, figures))
@@ -185,10 +258,14 @@ def print_table(rows, args) -> None:
 
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu, {args.threads} thread(s)"
     print(f"\nsteady-state training samples/s, median of {args.rounds} rounds, {device}, torch {torch.__version__}\n")
-    print("| workload | data | batch | (a) project | (b) plain loop | (c) template | (a)/(b) | (a)/(c) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| workload | data | batch | (a) project | (b) plain loop | (c) template | (d) bare Lightning "
+        "| (a)/(b) | (a)/(c) | (d)/(b) |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, kind, batch_size, figures in rows:
-        cells = [median(figures, p) for p in "abc"] + [ratio(figures, "a", "b"), ratio(figures, "a", "c")]
+        cells = [median(figures, p) for p in "abcd"]
+        cells += [ratio(figures, "a", "b"), ratio(figures, "a", "c"), ratio(figures, "d", "b")]
         print(f"| {name} | {kind} | {batch_size} | " + " | ".join(cells) + " |")
 
 

@@ -17,14 +17,15 @@ def run_script(*args: str) -> str:
     return result.stdout
 
 
-def test_throughput_compares_the_three_paths():
-    out = run_script("benchmarks/throughput.py", "--workloads", "mnist_mlp", "--rounds", "1")
+def test_throughput_compares_the_four_paths():
+    out = run_script("benchmarks/throughput.py", "--workloads", "mnist_mlp", "--rounds", "1", "--paths", "abcd")
     row = next(line for line in out.splitlines() if line.startswith("| mnist_mlp |"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[:3] == ["mnist_mlp", "synthetic", "128"]
-    project, plain, template, *ratios = (float(cell.replace(",", "")) for cell in cells[3:])
-    assert min(project, plain, template) > 0
-    assert ratios == pytest.approx([project / plain, project / template], abs=0.011)  # one round: no median
+    project, plain, template, bare, *ratios = (float(cell.replace(",", "")) for cell in cells[3:])
+    assert min(project, plain, template, bare) > 0
+    expected = [project / plain, project / template, bare / plain]
+    assert ratios == pytest.approx(expected, abs=0.011)  # one round: no median
 
 
 def test_startup_separates_imports_from_the_rest():
