@@ -49,6 +49,7 @@ def train(cfg: DictConfig) -> float:
     import lightning as L
     from hydra.utils import instantiate
 
+    from experiments.allocator import keep_freed_memory
     from experiments.callbacks import Throughput
     from experiments.data.files import written_atomically
     from experiments.models.classifier import Classifier
@@ -57,6 +58,7 @@ def train(cfg: DictConfig) -> float:
     if cfg.get("resume"):
         load_checkpoint(cfg.resume, mmap=True)  # a damaged or unsafe file: one line now, before anything is built
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # ours
+    keep_freed_memory()  # each step reuses the last step's buffers instead of mapping them afresh
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
