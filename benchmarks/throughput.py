@@ -46,7 +46,7 @@ WORKLOADS = {
         "synthetic.SyntheticMNIST",
         {"cpu": 200, "cuda": None},
     ),
-    "cifar_cnn": (["data=cifar10", "model=cnn"], "synthetic.SyntheticCIFAR10", {"cpu": 5, "cuda": None}),
+    "cifar_cnn": (["data=cifar10", "model=cnn"], "synthetic.SyntheticCIFAR10", {"cpu": 20, "cuda": None}),
     "imdb_rnn": (["data=imdb", "model=rnn"], "synthetic.SyntheticIMDB", {"cpu": 10, "cuda": None}),
 }
 # On a GPU the CIFAR-10 CNN is the reference size: 64/256/256 channels at batch 512.

@@ -4,7 +4,7 @@ glibc's malloc hands any block above a threshold (128 KiB to 32 MiB, adjusted as
 kernel with its own mmap, and returns it on free. A CPU training step allocates and frees the same
 large activations every time, so each step maps them afresh and page-faults through every page of
 them: measured on a 2-core Xeon, the CIFAR-10 CNN at batch 256 spent a quarter of its time in the
-kernel, and trained 40-60 % faster with the two settings below. They make malloc serve such blocks
+kernel, and trained 35-60 % faster with the two settings below. They make malloc serve such blocks
 from its heap and keep the freed ones there for the next step (as `MALLOC_MMAP_THRESHOLD_` and
 `MALLOC_TRIM_THRESHOLD_` would if set before Python started). The process keeps its peak memory until
 it exits, as a GPU run keeps its cached device memory. Environment settings of a user take precedence;
