@@ -37,6 +37,16 @@ def test_whitening_layer_decorrelates_patches_and_is_fitted_once():
     assert torch.equal(weight, net.whiten.weight)  # later batches leave it alone
 
 
+def test_loading_an_unfitted_state_fits_the_whitening_again():
+    fresh = SpeedrunNet(SPEC, widths=[8, 8, 8]).state_dict()
+    net = SpeedrunNet(SPEC, widths=[8, 8, 8]).train()
+    net(correlated_images())
+    net.load_state_dict(fresh)  # e.g. a checkpoint saved before the first step
+    assert not net.whitened
+    net(correlated_images())
+    assert bool(net.whitened)
+
+
 def test_convolutions_start_as_identity_on_their_inputs_and_batchnorm_scales_are_frozen():
     group = ConvGroup(4, 8, bn_momentum=0.4)
     x = torch.randn(2, 4, 6, 6)

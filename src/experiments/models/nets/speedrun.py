@@ -65,6 +65,10 @@ class SpeedrunNet(nn.Module):
         self.whiten = nn.Conv2d(channels, 2 * patch, kernel_size=2, bias=True)
         self.whiten.requires_grad_(False)
         self.register_buffer("whitened", torch.tensor(False))  # saved: a reloaded net is not re-fitted
+        # The buffer is read once, not at every step (on a GPU each read would wait for the device);
+        # loading a state dict may change it, so loading forgets what was read.
+        self._whitened_read: bool | None = None
+        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_whitened_read", None))
         groups, width, size = [], 2 * patch, min(spec["shape"][1:]) - 1  # the 2x2 patches shrink it by one
         for out in widths:
             groups.append(ConvGroup(width, out, bn_momentum, pool=size >= 2))  # small images keep 1 pixel
@@ -97,8 +101,10 @@ class SpeedrunNet(nn.Module):
         return self.head(x.amax(dim=(2, 3))) * self.logit_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and not self.whitened:
-            self.fit_whitening(x)
+        if self.training and not self._whitened_read:
+            if not self.whitened:
+                self.fit_whitening(x)
+            self._whitened_read = True
         if self.training or not self.tta:
             return self.logits(x)
         mirrored = torch.cat([x, x.flip(3)])
