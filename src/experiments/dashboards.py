@@ -31,11 +31,17 @@ class Dashboards(L.Callback):
         self._kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._final: dict[str, float] = {}
 
-    # Counting, on the device, during validation and test.
-    def _start(self, pl_module: L.LightningModule) -> None:
-        n = pl_module.hparams.spec["num_classes"]
-        self._confusion = torch.zeros(n, n, dtype=torch.long, device=pl_module.device)
-        self._kept = []
+    # Counting, on the device, during the validations that will be drawn and the test.
+    def _start(self, trainer: L.Trainer, pl_module: L.LightningModule, draws: bool) -> None:
+        self._confusion, self._kept = None, []  # `_count` does nothing for an evaluation nobody draws
+        if draws and tensorboard_logger(trainer) is not None:
+            n = pl_module.hparams.spec["num_classes"]
+            self._confusion = torch.zeros(n, n, dtype=torch.long, device=pl_module.device)
+
+    def _draws_validation(self, trainer: L.Trainer) -> bool:
+        epoch = trainer.current_epoch + 1
+        last = epoch == trainer.max_epochs
+        return not trainer.sanity_checking and (last or epoch % self.images_every_n_epochs == 0)
 
     def _count(self, logits, batch) -> None:
         if logits is None or self._confusion is None:
@@ -50,10 +56,10 @@ class Dashboards(L.Callback):
             self._kept.append((x.detach(), y, logits.detach().softmax(dim=1)))
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self._start(pl_module)
+        self._start(trainer, pl_module, draws=self._draws_validation(trainer))
 
     def on_test_epoch_start(self, trainer, pl_module) -> None:
-        self._start(pl_module)
+        self._start(trainer, pl_module, draws=True)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self._count(outputs, batch)
@@ -62,10 +68,7 @@ class Dashboards(L.Callback):
         self._count(outputs, batch)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        epoch = trainer.current_epoch + 1
-        last = epoch == trainer.max_epochs
-        if not trainer.sanity_checking and (last or epoch % self.images_every_n_epochs == 0):
-            self._draw(trainer, "val")
+        self._draw(trainer, "val")  # only if this validation was counted
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         self._draw(trainer, "test")
