@@ -65,9 +65,9 @@ class CNN(nn.Module):
         real = (x != self.pad_index).unsqueeze(1).float()  # (B, 1, L)
         real[..., 0] = 1.0  # an empty review reads its first position, so its max stays finite
         features = self.features(self.embed(x).transpose(1, 2))  # (B, E, L): embeddings are the channels
-        for _ in range(self.halvings):  # a pooled position is real if any position it covers was
-            real = F.max_pool1d(real, 2)
-        real = real.clamp(max=1).expand_as(features)
+        if self.halvings:  # a pooled position is real if any position it covers was
+            real = F.max_pool1d(real, 2**self.halvings)
+        real = real.expand_as(features)
         strongest = features.masked_fill(real == 0, float("-inf")).amax(dim=2)
         average = (features * real).sum(dim=2) / real.sum(dim=2).clamp(min=1)
         return self.head(torch.cat([strongest, average], dim=1))
