@@ -67,3 +67,14 @@ def test_evaluate_explains_a_wrong_path_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         f"error: {tmp_path / 'nowhere'}: no such run directory or checkpoint  (EXPERIMENTS_DEBUG=1 shows the traceback)"
     )
+
+
+def test_evaluate_refuses_a_damaged_checkpoint_in_one_line(finished_run, tmp_path, capsys):
+    run_dir, _ = finished_run
+    damaged = run_dir / "checkpoints" / "damaged.ckpt"
+    damaged.write_bytes((run_dir / "checkpoints" / "last.ckpt").read_bytes()[:1000])  # a copy cut short
+    with pytest.raises(SystemExit) as exit_:
+        main([str(damaged)])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: {damaged} is not a readable checkpoint") and "\n" not in error

@@ -49,15 +49,15 @@ def find_run(path: Path) -> tuple[Path, Path]:
 
 def load(run_dir: Path, checkpoint: Path, overrides: list[str]):
     """The run's data module and its model from the checkpoint, as they were trained."""
-    import torch
     from hydra.utils import instantiate
 
     from experiments.models.classifier import Classifier
+    from experiments.recovery import load_checkpoint
 
     cfg: DictConfig = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
     datamodule = instantiate(cfg.data)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)  # plain values only, never code
+    state = load_checkpoint(checkpoint, map_location="cpu")  # plain values only; a bad file is one line
     model = Classifier(**state["hyper_parameters"])
     model.load_state_dict(state["state_dict"])
     return cfg, datamodule, model
