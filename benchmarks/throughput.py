@@ -85,13 +85,13 @@ class Reference:
     normalised once and resident on the device; `batches()` is one epoch in a new random order."""
 
     def __init__(self, cfg, data, device: torch.device, precision: str, steps: int | None) -> None:
+        from experiments.models.classifier import prepare_net
         from experiments.models.nets import build_net
         from experiments.models.optim import build_optimizer, build_scheduler
         from experiments.train import plain
 
         self.net = build_net(plain(cfg.model), data.spec).to(device)
-        if data.spec["kind"] == "image" and cfg.trainer.get("channels_last") and len(data.spec["shape"]) == 3:
-            self.net = self.net.to(memory_format=torch.channels_last)
+        prepare_net(self.net, device, compile=cfg.compile)  # channels-last on GPUs, as a run does
         x, y = data.splits["train"]
         self.x = data.normalize(x.to(device)) if data.spec["kind"] == "image" else x.to(device).long()
         self.y = y.to(device).long()
@@ -143,6 +143,8 @@ def bare_lightning_throughput(cfg, data, device: torch.device, precision: str, s
     logger, progress bar, checkpoints or validation. What Lightning's own step costs, before ours."""
     import lightning as L
 
+    from experiments.callbacks import Throughput
+
     reference = Reference(cfg, data, device, precision, steps)
 
     class Bare(L.LightningModule):
@@ -166,16 +168,7 @@ def bare_lightning_throughput(cfg, data, device: torch.device, precision: str, s
         def __len__(self) -> int:
             return reference.steps
 
-    class SecondEpochClock(L.Callback):
-        def on_train_epoch_start(self, trainer, pl_module) -> None:
-            synchronize(device)
-            self.started = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer, pl_module) -> None:
-            synchronize(device)
-            self.seconds = time.perf_counter() - self.started
-
-    clock = SecondEpochClock()
+    throughput = Throughput()  # the clock of (a) and (c): training steps of the second epoch
     trainer = L.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
@@ -185,10 +178,10 @@ def bare_lightning_throughput(cfg, data, device: torch.device, precision: str, s
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[clock],
+        callbacks=[throughput],
     )
     trainer.fit(Bare(), train_dataloaders=Batches())
-    return min(reference.steps * reference.batch_size, len(reference.y)) / clock.seconds
+    return throughput.samples_per_second
 
 
 def synchronize(device: torch.device) -> None:
