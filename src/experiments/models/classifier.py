@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins import MixedPrecision
 from torch import nn
 
 from experiments.models.nets import build_net
@@ -194,7 +195,10 @@ class Classifier(L.LightningModule):
         tally.reset()
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.net, self.hparams.optimizer)
+        # Lightning refuses to clip gradients under mixed precision for an optimiser that could unscale
+        # them inside its own step, as fused ones can: with clipping, the multi-tensor kernels instead.
+        clipping = bool(self.trainer.gradient_clip_val) and isinstance(self.trainer.precision_plugin, MixedPrecision)
+        optimizer = build_optimizer(self.net, self.hparams.optimizer, fused=not clipping)
         scheduler = build_scheduler(optimizer, self.hparams.scheduler, self.trainer.estimated_stepping_batches)
         if scheduler is None:
             return optimizer

@@ -63,10 +63,11 @@ class AdamW(LazySparseRows, torch.optim.AdamW):
     """torch's AdamW, which also takes sparse embedding gradients."""
 
 
-def build_optimizer(model: nn.Module, config: dict) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, config: dict, fused: bool = True) -> torch.optim.Optimizer:
     """Weight decay applies to weight matrices and kernels only: decaying biases and normalisation
     scales towards zero only hurts (the usual practice since BERT). Tables with sparse gradients are
-    not decayed either: their untouched rows could not be, and torch's SGD refuses it."""
+    not decayed either: their untouched rows could not be, and torch's SGD refuses it. `fused=False`
+    takes torch's multi-tensor (foreach) kernels instead of the single fused one."""
     sparse = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding | nn.EmbeddingBag) and m.sparse}
     params = [p for p in model.parameters() if p.requires_grad]
     decayed = [p for p in params if p.ndim > 1 and id(p) not in sparse]
@@ -83,12 +84,14 @@ def build_optimizer(model: nn.Module, config: dict) -> torch.optim.Optimizer:
     else:
         optimizer_class = {"adamw": AdamW, "adam": Adam}[name]  # sparse rows are updated apart from the rest
         kwargs = {"betas": tuple(config.get("betas", (0.9, 0.999)))}
-    try:
-        # One fused kernel updates every parameter: on a CPU, torch's default (one Python loop step per
-        # tensor) costs a small net a third of its training time; on a GPU, one launch instead of many.
-        return optimizer_class(groups, lr=lr, fused=True, **kwargs)
-    except RuntimeError:  # a device without fused kernels
-        return optimizer_class(groups, lr=lr, foreach=True, **kwargs)
+    if fused:
+        try:
+            # One fused kernel updates every parameter: on a CPU, torch's default (one Python loop step per
+            # tensor) costs a small net a third of its training time; on a GPU, one launch instead of many.
+            return optimizer_class(groups, lr=lr, fused=True, **kwargs)
+        except RuntimeError:  # a device without fused kernels
+            pass
+    return optimizer_class(groups, lr=lr, foreach=True, **kwargs)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: dict, total_steps: int):
