@@ -82,10 +82,10 @@ def test_padding_does_not_change_text_predictions(config):
 def test_weight_decay_spares_biases_and_norms():
     net = build_net({"name": "cnn"}, IMAGE_SPECS["digits"])
     optimizer = build_optimizer(net, {"name": "adamw", "lr": 0.1, "weight_decay": 0.05})
-    decayed, spared = optimizer.param_groups
+    decayed, *spared = optimizer.param_groups
     assert decayed["weight_decay"] == 0.05 and all(p.ndim > 1 for p in decayed["params"])
-    assert spared["weight_decay"] == 0.0 and all(p.ndim == 1 for p in spared["params"])
-    assert len(decayed["params"]) + len(spared["params"]) == len(list(net.parameters()))
+    assert all(group["weight_decay"] == 0.0 and all(p.ndim == 1 for p in group["params"]) for group in spared)
+    assert sum(len(group["params"]) for group in optimizer.param_groups) == len(list(net.parameters()))
 
 
 @pytest.mark.parametrize("name", ["adamw", "adam", "sgd"])
@@ -121,6 +121,31 @@ def test_onecycle_peaks_at_the_configured_rate_and_constant_stays():
     rates = learning_rates({"name": "onecycle", "pct_start": 0.25})
     assert max(rates) == pytest.approx(1.0, rel=0.02) and rates[0] < 0.1 and rates[-1] < 0.01
     assert set(learning_rates({"name": "constant"})) == {1.0}
+
+
+def test_onecycle_linear_from_start_to_end_fraction_keeps_the_momentum():
+    config = {"name": "onecycle", "pct_start": 0.25, "anneal": "linear", "start_fraction": 0.2, "end_fraction": 0.07}
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0, momentum=0.85)
+    scheduler = build_scheduler(optimizer, {**config, "cycle_momentum": False}, total_steps=100)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        assert optimizer.param_groups[0]["momentum"] == 0.85
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(0.4) and rates[-1] == pytest.approx(0.14) and max(rates) == pytest.approx(2.0)
+    up, down = rates[: rates.index(max(rates)) + 1], rates[rates.index(max(rates)) :]
+    assert all(b - a == pytest.approx(up[1] - up[0]) for a, b in itertools.pairwise(up))  # straight lines
+    assert all(b - a == pytest.approx(down[1] - down[0]) for a, b in itertools.pairwise(down))
+
+
+def test_norm_lr_scale_speeds_up_normalisation_layers_only():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2))
+    optimizer = build_optimizer(net, {"name": "sgd", "lr": 0.5, "weight_decay": 0.1, "norm_lr_scale": 64})
+    lr = {id(p): (group["lr"], group["weight_decay"]) for group in optimizer.param_groups for p in group["params"]}
+    assert lr[id(net[1].weight)] == lr[id(net[1].bias)] == (32.0, 0.0)
+    assert lr[id(net[0].weight)] == lr[id(net[2].weight)] == (0.5, 0.1)
+    assert lr[id(net[0].bias)] == (0.5, 0.0)
 
 
 def test_binary_bag_counts_each_token_once():

@@ -141,9 +141,14 @@ def _rules() -> dict[str, Callable[[object], str | None]]:
         "optimizer.momentum": _number(0.0, 1.0),
         "optimizer.nesterov": _boolean,
         "optimizer.betas": _betas,
+        "optimizer.norm_lr_scale": _number(0.0, low_inclusive=False),
         "scheduler.name": _one_of(*SCHEDULERS),
         "scheduler.warmup_fraction": _number(0.0, 1.0),
         "scheduler.pct_start": _number(0.0, 1.0, low_inclusive=False),
+        "scheduler.anneal": _one_of("cos", "linear"),
+        "scheduler.start_fraction": _number(0.0, 1.0, low_inclusive=False),
+        "scheduler.end_fraction": _number(0.0, 1.0, low_inclusive=False),
+        "scheduler.cycle_momentum": _boolean,
         "callbacks.last_checkpoint.every_n_train_steps": _integer(0),
     }
 
