@@ -104,6 +104,15 @@ def test_lookahead_ends_on_the_slow_weights():
     assert torch.allclose(model.weight, start + 1.0)
 
 
+def test_lookahead_decay_sets_in_late_with_a_warmup_power():
+    lookahead = Lookahead(every=5, decay=0.8, warmup_power=3)
+    lookahead.total_steps = 100
+    assert lookahead.decay_at(0) == 0.0  # the slow weights simply follow at first
+    assert lookahead.decay_at(50) == pytest.approx(0.8 / 8)
+    assert lookahead.decay_at(100) == lookahead.decay_at(150) == pytest.approx(0.8)
+    assert Lookahead(decay=0.8).decay_at(0) == 0.8
+
+
 def test_the_recipe_trains_end_to_end(make_config, tmp_path):
     fixtures.write_cifar10(tmp_path / "data", per_batch=100, n_test=100)
     cfg = make_config(
@@ -112,10 +121,10 @@ def test_the_recipe_trains_end_to_end(make_config, tmp_path):
         "model.widths=[8,16,16]",
         "data.batch_size=50",
         "data.val_size=0.2",
-        "trainer.max_epochs=3",
+        "trainer.max_epochs=6",
         "trainer.accelerator=cpu",
         "logger=none",
     )
     train(cfg)
     metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
-    assert metrics["epochs"] == 3 and metrics["test"]["test/acc"] > 0.3  # chance is 0.1
+    assert metrics["epochs"] == 6 and metrics["test"]["test/acc"] > 0.3  # chance is 0.1
