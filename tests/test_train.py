@@ -37,6 +37,13 @@ def test_gradient_clipping_under_mixed_precision(make_config):
     assert train(cfg) > 0.3
 
 
+@pytest.mark.parametrize("precision", ["bf16-true", "64-true"])
+def test_whole_model_precisions_get_inputs_of_their_type(make_config, precision):
+    # Pixels become floats after Lightning converted the batch: the data module converts them itself.
+    cfg = make_config("model=cnn", f"trainer.precision={precision}", *QUICK)
+    assert train(cfg) > 0.3
+
+
 @pytest.mark.parametrize("option", ["fast_dev_run", "limit_batches", "overfit", "profiler"])
 def test_every_debug_option_runs(make_config, option):
     cfg = make_config(f"debug={option}", "trainer.accelerator=cpu", "model=mlp")

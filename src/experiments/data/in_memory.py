@@ -207,6 +207,8 @@ class InMemoryDataModule(L.LightningDataModule):
             x = self.normalize(x)
             if self.trainer is not None and self.trainer.training:
                 x = self.augment(x)
+            if self.trainer is not None:  # bf16-true, 16-true, 64-true: the float inputs the weights expect
+                x = self.trainer.precision_plugin.convert_input(x)  # (Lightning's own call saw uint8 pixels)
         else:
             x = x.long()
         return x, y.long()
