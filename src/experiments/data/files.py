@@ -103,18 +103,23 @@ def extract_tar(archive: Path, destination: Path, top_level: str, required: Sequ
     """Extract `archive`, whose members all sit under `top_level/`, into `destination/top_level`.
 
     Members that would land outside (absolute paths, `..`, links pointing out, devices) are refused
-    by tarfile's `data` filter before anything is written; extraction goes to a temporary folder
-    that is renamed into place only when complete, with every `required` file in it. An incomplete
+    as they come, before they are written; extraction goes to a temporary folder that is renamed into
+    place only when complete, with every `required` file in it, so a refusal leaves nothing behind. An incomplete
     `top_level` folder already there (an interrupted copy, a deleted file) is replaced.
     """
     target = destination / top_level
+
+    def checked(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+        # Checked as each member comes, in the one pass of decompression (a list of the members first
+        # would decompress the archive twice); what came before goes with the scratch folder.
+        if member.name.startswith(("/", "\\")) or ".." in Path(member.name).parts:
+            raise DamagedFile(f"{archive} is unsafe: member {member.name!r} would land outside", archive)
+        return tarfile.data_filter(member, path)
+
     with tempfile.TemporaryDirectory(dir=destination, prefix=f".{top_level}-") as scratch:
         try:
             with tarfile.open(archive) as tar:
-                for member in tar.getmembers():
-                    if member.name.startswith(("/", "\\")) or ".." in Path(member.name).parts:
-                        raise DamagedFile(f"{archive} is unsafe: member {member.name!r} would land outside", archive)
-                tar.extractall(scratch, filter="data")
+                tar.extractall(scratch, filter=checked)
         except (tarfile.TarError, EOFError, zlib.error) as error:  # the data filter's refusals are TarErrors
             reason = str(error).splitlines()[0].removesuffix(":")  # tarfile lists each format it tried, line by line
             raise DamagedFile(f"cannot extract {archive}: {reason}", archive) from error
