@@ -9,6 +9,7 @@ The machine is pinned to two CPU cores and no GPU, so the device cases read the 
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -46,6 +47,8 @@ BAD_CONFIGS = [
     ("model=rnn model.cell=transformer", "model.cell='transformer' is not allowed: it must be one of"),
     ("model=mlp model.ngrams=2", "model.ngrams=2 needs hash buckets for the n-grams: set model.ngram_buckets"),
     ("scheduler=onecycle scheduler.pct_start=0", "scheduler.pct_start=0 is not allowed: it must be a number > 0.0"),
+    ("scheduler=onecycle scheduler.anneal=cubic", "scheduler.anneal='cubic' is not allowed: it must be one of cos,"),
+    ("optimizer.norm_lr_scale=0", "optimizer.norm_lr_scale=0 is not allowed: it must be a number > 0.0"),
     ("deterministic=maybe", "deterministic='maybe' is not allowed: it must be true or false"),
     ("seed=-1", "seed=-1 is not allowed: it must be an integer >= 0"),
     (
@@ -95,6 +98,17 @@ def test_the_debug_switch_shows_the_traceback(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["experiments", "optimizer.lr=0"])
     with pytest.raises(UserError, match=r"optimizer\.lr=0 is not allowed"):
         main()
+
+
+def test_what_counts_as_the_users_error():
+    from hydra.errors import OverrideParseException
+    from omegaconf.errors import ConfigKeyError
+
+    from experiments.config import UserError, is_user_error
+
+    assert is_user_error(UserError("bad value")) and is_user_error(OSError(errno.ENOSPC, "No space left"))
+    assert is_user_error(OverrideParseException("a=(", "mismatched input")) and is_user_error(ConfigKeyError("k"))
+    assert not is_user_error(OSError(errno.EIO, "Input/output error")) and not is_user_error(ValueError("a bug"))
 
 
 # /sys refuses new folders even to root (a folder made read-only with chmod would not stop root).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,21 @@ OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
 
 class UserError(Exception):
     """Bad input from the user: reported as one line with exit code 2, never as a traceback."""
+
+
+# Not bugs but the machine's state: a folder the user cannot write to, a full disk.
+ENVIRONMENT_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def is_user_error(error: BaseException) -> bool:
+    """Whether `error` is the user's to fix (bad input, Hydra's and OmegaConf's config errors, a folder
+    that cannot be written, a full disk): one line and exit code 2. Anything else is a bug: a traceback."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(error, UserError | HydraException | OmegaConfBaseException):  # some of Hydra's are OSErrors too
+        return True
+    return isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRORS
 
 
 def _is_integer(value: object) -> bool:

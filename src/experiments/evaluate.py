@@ -21,11 +21,9 @@ import os
 import sys
 from pathlib import Path
 
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from experiments.config import UserError
+from experiments.config import UserError, is_user_error
 
 
 def find_run(path: Path) -> tuple[Path, Path]:
@@ -110,7 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")  # the figures below, not Lightning's setup lines
     try:
         result = evaluate(args.path, args.overrides, args.predict)
-    except (UserError, HydraException, OmegaConfBaseException) as error:
+    except Exception as error:
+        if not is_user_error(error):
+            raise
         exit_for_user_error(error)
     print(f"test accuracy  {result['test/acc']:.4f}   test loss {result['test/loss']:.4f}   f1 {result['test/f1']:.4f}")
     print(f"checkpoint     {result['checkpoint']}")

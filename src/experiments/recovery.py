@@ -30,7 +30,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
-from experiments.config import UserError
+from experiments.config import UserError, is_user_error
 from experiments.data.files import written_atomically
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -158,6 +158,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             with written_atomically(path) as temporary:
                 torch.save(checkpoint, temporary)
         except OSError as error:  # a full disk, a folder made read-only meanwhile: the previous file stays intact
+            if not is_user_error(error):
+                raise
             raise UserError(f"cannot write the checkpoint {path}: {error.strerror or error}") from error
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:

@@ -31,7 +31,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config import UserError
+from experiments.config import is_user_error
 
 # optuna 2.x, the one Hydra's Optuna sweeper accepts, uses SQLAlchemy APIs that 1.4 warns about on import.
 os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
@@ -41,8 +41,6 @@ ORDER = {"completed": 0, "failed": 1, "unfinished": 2}
 
 def run_job(task: Callable[[DictConfig], float], cfg: DictConfig) -> float | None:
     """Run one sweep job; a failure or a non-finite objective is recorded and returns None instead of raising."""
-    from hydra.errors import InstantiationException
-
     from experiments.recovery import Interrupted, NonFiniteLoss
     from experiments.train import describe
 
@@ -65,7 +63,7 @@ def run_job(task: Callable[[DictConfig], float], cfg: DictConfig) -> float | Non
     except Interrupted:
         raise  # Ctrl+C or SIGTERM stops the sweep, not just this job
     except Exception as error:
-        user_error = isinstance(error, UserError | InstantiationException)
+        user_error = is_user_error(error)
         known = user_error or isinstance(error, NonFiniteLoss)  # one line, no traceback
         line = describe(error) if known else f"{type(error).__name__}: {describe(error)}"
         failed(line, bug=None if known else error)

@@ -12,7 +12,6 @@ Every run writes its own directory: `.hydra/` (the composed config), `tensorboar
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -26,17 +25,12 @@ from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import (
-    HydraException,
-    InstantiationException,
-    MissingConfigException,
-    OverrideParseException,
-)
+from hydra.errors import InstantiationException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from experiments.config import UserError, config_dir, validate
+from experiments.config import ENVIRONMENT_ERRORS, config_dir, is_user_error, validate
 from experiments.sweep import run_job
 
 log = logging.getLogger(__name__)
@@ -169,18 +163,18 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             return run_job(train, cfg)  # a failed job is recorded, and the sweep goes on: see sweep.py
         return train(cfg)
-    except (UserError, InstantiationException, OSError) as error:
-        if isinstance(error, OSError) and error.errno not in ENVIRONMENT_ERRORS:
-            raise
-        if not cfg.get("resume"):
-            discard_unstarted_run(Path(HydraConfig.get().runtime.output_dir))
-        exit_for_user_error(error)  # here, before Hydra adds its own report of the failed job
     except Interrupted as stop:
         print(stop, file=sys.stderr, flush=True)
         sys.exit(stop.exit_code)
     except NonFiniteLoss as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)
+    except Exception as error:
+        if not is_user_error(error):
+            raise
+        if not cfg.get("resume"):
+            discard_unstarted_run(Path(HydraConfig.get().runtime.output_dir))
+        exit_for_user_error(error)  # here, before Hydra adds its own report of the failed job
 
 
 def discard_unstarted_run(output_dir: Path) -> None:
@@ -188,10 +182,6 @@ def discard_unstarted_run(output_dir: Path) -> None:
     hydra_files = {".hydra", f"{HydraConfig.get().job.name}.log"}
     if output_dir.is_dir() and {path.name for path in output_dir.iterdir()} <= hydra_files:
         shutil.rmtree(output_dir, ignore_errors=True)
-
-
-# Not bugs but the machine's state: a folder the user cannot write to, a full disk.
-ENVIRONMENT_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
 def describe(error: BaseException) -> str:
@@ -233,15 +223,13 @@ def main() -> None:
             from experiments.recovery import resumed
         with resumed(arguments) if resuming else nullcontext(arguments) as sys.argv[1:]:
             _hydra_main()
-    except (UserError, HydraException, OmegaConfBaseException) as error:
-        exit_for_user_error(error)
-    except OSError as error:  # e.g. Hydra creating the run directory in a folder the user cannot write to
-        if error.errno not in ENVIRONMENT_ERRORS:
-            raise
-        exit_for_user_error(error)
     except KeyboardInterrupt:  # Ctrl+C before training started: nothing to save
         print("interrupted before training started; nothing was saved", file=sys.stderr, flush=True)
         sys.exit(130)
     except BrokenPipeError:  # `python -m experiments --help | head`: the reader left; nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
+    except Exception as error:  # e.g. a bad override, or Hydra creating the run directory where it cannot
+        if not is_user_error(error):
+            raise
+        exit_for_user_error(error)
