@@ -51,6 +51,35 @@ def test_evaluate_reproduces_the_runs_test_accuracy_and_writes_predictions(finis
         assert max(range(10), key=probabilities.__getitem__) == int(row["predicted"])
 
 
+def test_predictions_come_from_the_test_pass_itself(finished_run, tmp_path, monkeypatch):
+    from experiments.models.classifier import Classifier
+
+    def second_pass(*args, **kwargs):
+        raise AssertionError("the test split was run through the model a second time")
+
+    monkeypatch.setattr(Classifier, "predict_step", second_pass)
+    result = evaluate(finished_run[0], [], tmp_path / "predictions.csv")
+    with open(tmp_path / "predictions.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert sum(row["label"] == row["predicted"] for row in rows) / len(rows) == pytest.approx(result["test/acc"])
+
+
+def test_trainer_predict_gives_the_probabilities_of_the_predictions_file(finished_run, tmp_path):
+    import lightning as L
+    import torch
+
+    from experiments.evaluate import find_run, load
+
+    run_dir, checkpoint = find_run(finished_run[0])
+    _, datamodule, model = load(run_dir, checkpoint, [])
+    evaluate(run_dir, [], tmp_path / "predictions.csv")
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    predicted = torch.cat(trainer.predict(model, datamodule=datamodule))
+    with open(tmp_path / "predictions.csv", newline="") as file:
+        written = torch.tensor([[float(row[f"p{c}"]) for c in range(10)] for row in csv.DictReader(file)])
+    torch.testing.assert_close(predicted, written, atol=1e-6, rtol=0)  # the file keeps six decimals
+
+
 def test_evaluate_takes_a_checkpoint_file_too(finished_run, capsys):
     run_dir, _ = finished_run
     last = run_dir / "checkpoints" / "last.ckpt"  # the model after the last epoch, not the best one

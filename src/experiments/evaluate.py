@@ -67,9 +67,19 @@ def evaluate(path: Path, overrides: list[str], predictions: Path | None = None) 
     from experiments.data.files import written_atomically
     from experiments.train import pick_precision, quiet_lightning
 
+    class KeepLogits(L.Callback):
+        """The test pass's logits (what `test_step` returns): the predictions, without a second pass."""
+
+        def __init__(self) -> None:
+            self.logits = []
+
+        def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+            self.logits.append(outputs.detach().float().cpu())
+
     run_dir, checkpoint = find_run(path)
     cfg, datamodule, model = load(run_dir, checkpoint, overrides)
     quiet_lightning()
+    kept = KeepLogits()
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=1,
@@ -78,12 +88,13 @@ def evaluate(path: Path, overrides: list[str], predictions: Path | None = None) 
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=[kept] if predictions is not None else None,
     )
     metrics = {k: float(v) for k, v in trainer.test(model, datamodule=datamodule, verbose=False)[0].items()}
     if predictions is not None:
         import torch
 
-        probabilities = torch.cat(trainer.predict(model, datamodule=datamodule)).float().cpu()
+        probabilities = torch.cat(kept.logits).softmax(dim=1)
         labels = datamodule.splits["test"][1].tolist()
         predicted = probabilities.argmax(dim=1).tolist()
         predictions.parent.mkdir(parents=True, exist_ok=True)
