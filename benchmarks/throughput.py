@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from experiments.config import compose
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder's helpers, for `_target_` too
 
 # name: (overrides a user would type, synthetic DataModule, batches per timed epoch on cpu / on cuda)
@@ -57,16 +59,6 @@ REAL_FILES = {
     "cifar_cnn": "cifar-10-batches-py/data_batch_1",
     "imdb_rnn": "aclImdb",
 }
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from experiments.config import config_dir
-
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides)
 
 
 def project_throughput(overrides: list[str], output_dir: Path) -> float:

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from experiments.config import config_dir
+from experiments.config import compose
 
 os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the CLI subprocesses
 torch.set_num_threads(1)
@@ -26,8 +25,7 @@ def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
     """Compose the real config with overrides, writing the run's outputs under the test's tmp_path."""
 
     def make(*overrides: str) -> DictConfig:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return compose("config", overrides=[f"paths.output_dir={tmp_path / 'run'}", *overrides])
+        return compose([f"paths.output_dir={tmp_path / 'run'}", *overrides])
 
     return make
 

@@ -16,13 +16,10 @@ from tests.conftest import run_cli
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> tuple[Path, dict]:
-    from hydra import compose, initialize_config_dir
-
-    from experiments.config import config_dir
+    from experiments.config import compose
 
     run_dir = tmp_path_factory.mktemp("run")
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=[f"paths.output_dir={run_dir}", "model=mlp", "trainer.max_epochs=2"])
+    cfg = compose([f"paths.output_dir={run_dir}", "model=mlp", "trainer.max_epochs=2"])
     train(cfg)
     (run_dir / ".hydra").mkdir()  # what Hydra writes beside every run
     (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))

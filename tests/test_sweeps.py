@@ -211,12 +211,9 @@ def test_tensorboard_serves_each_runs_curves_images_and_hparams(sweep):
 
 @pytest.mark.parametrize("search", ["digits_mlp", "mnist_mlp", "imdb_mlp"])
 def test_every_search_composes_with_tpe_failures_tolerated_and_the_objectives_direction(search):
-    from hydra import compose, initialize_config_dir
+    from experiments.config import compose
 
-    from experiments.config import config_dir
-
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("config", [f"hparams_search={search}", "objective=val/loss", "objective_mode=min"], True)
+    cfg = compose([f"hparams_search={search}", "objective=val/loss", "objective_mode=min"], return_hydra_config=True)
     sweeper = cfg.hydra.sweeper
     assert cfg.data._target_.lower().endswith(f"{search.split('_')[0]}datamodule") and cfg.model.name == "mlp"
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.direction == "minimize"

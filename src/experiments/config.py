@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -17,6 +17,16 @@ def config_dir() -> Path:
         if (candidate / "config.yaml").is_file():
             return candidate
     raise FileNotFoundError(f"no conf/config.yaml inside {package} or at the top of its source checkout")
+
+
+def compose(overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
+    """The config `python -m experiments OVERRIDES` would run, composed in-process (a notebook, a test, a
+    benchmark): `train(compose(["model=mlp"]))` trains as the command line does."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 # `${pid:}` keeps the directories of runs started in the same second apart (conf/hydra/default.yaml).
