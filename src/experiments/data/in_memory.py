@@ -39,8 +39,8 @@ def fits_on_device(nbytes: int, free_bytes: int) -> bool:
 class TensorBatches:
     """Batches `(x[idx], y[idx])` of whole in-memory splits, in a fresh order each epoch when shuffled.
 
-    The order depends only on `seed` and the epoch number, so `resume({"epoch": e, "finished": k})` (what
-    the data module keeps in checkpoints) makes the next pass over epoch e start at its batch k: a run
+    The order depends only on `seed` and the epoch number, and `state_dict()` records how many batches of
+    the epoch the trainer has finished (`finished`), which Lightning keeps in its checkpoints: a run
     resumed mid-epoch goes on with the very next batch, as if it had never stopped.
     Under data parallelism every process draws the same order and takes its own `batch_size` slice of
     each global batch of `world_size * batch_size`: together the processes cover the epoch exactly as
@@ -60,6 +60,7 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
         pin: bool = False,
+        finished: Callable[[], int] = lambda: 0,
     ) -> None:
         self.x, self.y = x, y
         self.batch_size = batch_size
@@ -68,6 +69,7 @@ class TensorBatches:
         self.epoch = epoch
         self.rank, self.world_size = rank, world_size
         self.pin = pin
+        self.finished = finished
         self._resume_from: dict | None = None
 
     def __len__(self) -> int:
@@ -90,7 +92,10 @@ class TensorBatches:
         batch = torch.empty((len(idx), *tensor.shape[1:]), dtype=tensor.dtype, pin_memory=True)
         return torch.index_select(tensor, 0, idx, out=batch)
 
-    def resume(self, state: dict[str, int]) -> None:
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch(), "finished": self.finished()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
         self._resume_from = state  # read by the next __iter__, once the epoch counter is restored too
 
     def _first_batch(self) -> int:
@@ -161,23 +166,22 @@ class InMemoryDataModule(L.LightningDataModule):
             else:
                 pin = True
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        return TensorBatches(x, y, batch_size, shuffle, self.seed, self._current_epoch, rank, world_size, pin)
+        return TensorBatches(
+            x, y, batch_size, shuffle, self.seed, self._current_epoch, rank, world_size, pin, self._batches_finished
+        )
 
     def train_dataloader(self) -> TensorBatches:
         self._train_batches = self._batches("train", self.batch_size, shuffle=True)
         if self._resume_from is not None:
-            self._train_batches.resume(self._resume_from)
+            self._train_batches.load_state_dict(self._resume_from)
             self._resume_from = None
         return self._train_batches
 
-    # The loader's position travels with the data module, not as the loader's own state: Lightning hands
-    # a loader its saved state only if it builds the loader after restoring the checkpoint, but a schedule
-    # that asks for `trainer.estimated_stepping_batches` builds it before. The data module is restored
-    # first of all.
+    # Lightning hands the train loader its saved state only if it builds the loader after restoring the
+    # checkpoint, but a schedule that asks for `trainer.estimated_stepping_batches` builds it before. The
+    # datamodule's state is restored first of all, so the loader's position travels here as well.
     def state_dict(self) -> dict:
-        if self._train_batches is None:
-            return {}
-        return {"train_batches": {"epoch": self._current_epoch(), "finished": self._batches_finished()}}
+        return {"train_batches": self._train_batches.state_dict()} if self._train_batches is not None else {}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._resume_from = state_dict.get("train_batches")
