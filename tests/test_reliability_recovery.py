@@ -294,3 +294,33 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_good_che
     monkeypatch.undo()
     assert checkpoint_step(checkpoints / "last.ckpt") == 10  # the previous one, whole
     assert not list(checkpoints.glob("*.part"))
+
+
+def test_a_run_that_reloads_its_loader_every_epoch_resumes_mid_epoch_exactly(tmp_path):
+    # The speedrun recipe rebuilds its training loader every epoch: on resume, the loader built early (for
+    # estimated_stepping_batches) is replaced at the restored epoch, and the new one must still skip ahead.
+    from experiments.config import compose
+    from experiments.train import train
+
+    common = [
+        "model=mlp",
+        "scheduler=constant",
+        "+trainer.reload_dataloaders_every_n_epochs=1",
+        "callbacks.last_checkpoint.every_n_train_steps=5",
+        "trainer.max_epochs=2",
+        "test=false",
+        "logger=none",
+        "trainer.accelerator=cpu",
+    ]
+    train(compose([*common, f"paths.output_dir={tmp_path / 'whole'}"]))
+    train(compose([*common, f"paths.output_dir={tmp_path / 'cut'}", "+trainer.max_steps=30"]))
+    cut = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.ckpt")
+    assert cut["global_step"] == 30 and cut["epoch"] == 1  # stopped in the middle of the second epoch
+    train(
+        compose([*common, f"paths.output_dir={tmp_path / 'cut'}", f"resume={tmp_path / 'cut/checkpoints/last.ckpt'}"])
+    )
+    whole, resumed = (
+        load_checkpoint(tmp_path / r / "checkpoints" / "last.ckpt")["state_dict"] for r in ("whole", "cut")
+    )
+    for key, value in whole.items():
+        torch.testing.assert_close(resumed[key], value, rtol=0, atol=0)
