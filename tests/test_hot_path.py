@@ -50,9 +50,8 @@ def test_optimizers_use_fused_kernels_and_skip_decay_on_biases():
     for config in (ADAMW, {"name": "adam", "lr": 0.1}, {"name": "sgd", "lr": 0.1, "momentum": 0.9}):
         optimizer = build_optimizer(net, config)
         assert all(group["fused"] for group in optimizer.param_groups)
-        # the weight matrix; the bias; the norm's scale and shift (a group of their own for norm_lr_scale)
-        assert [len(g["params"]) for g in optimizer.param_groups] == [1, 1, 2]
-        assert all(group["weight_decay"] == 0.0 for group in optimizer.param_groups[1:])
+        assert [len(g["params"]) for g in optimizer.param_groups] == [1, 3]  # as checkpoints of earlier runs hold
+        assert optimizer.param_groups[1]["weight_decay"] == 0.0
         unfused = build_optimizer(net, config, fused=False)  # what gradient clipping under mixed precision takes
         assert all(group["foreach"] and not group["fused"] for group in unfused.param_groups)
 

@@ -63,7 +63,7 @@ class AdamW(LazySparseRows, torch.optim.AdamW):
     """torch's AdamW, which also takes sparse embedding gradients."""
 
 
-NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
 
 
 def build_optimizer(model: nn.Module, config: dict, fused: bool = True) -> torch.optim.Optimizer:
@@ -71,21 +71,22 @@ def build_optimizer(model: nn.Module, config: dict, fused: bool = True) -> torch
     scales towards zero only hurts (the usual practice since BERT). Tables with sparse gradients are
     not decayed either: their untouched rows could not be, and torch's SGD refuses it.
     `norm_lr_scale` multiplies the learning rate of normalisation layers' shifts and scales (the CIFAR-10
-    speedrun trains its BatchNorm shifts 64 times faster than its kernels). `fused=False` takes torch's
-    multi-tensor (foreach) kernels instead of the single fused one."""
+    speedrun trains its BatchNorm shifts 64 times faster than its kernels); only then do they get a group
+    of their own, so that checkpoints of runs without it keep their two groups and resume. `fused=False`
+    takes torch's multi-tensor (foreach) kernels instead of the single fused one."""
     sparse = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding | nn.EmbeddingBag) and m.sparse}
     norms = {id(p) for m in model.modules() if isinstance(m, NORMS) for p in m.parameters(recurse=False)}
     params = [p for p in model.parameters() if p.requires_grad]
-    decayed = [p for p in params if p.ndim > 1 and id(p) not in sparse]
+    decayed = [p for p in params if p.ndim > 1 and id(p) not in sparse and id(p) not in norms]
     rest = [p for p in params if not any(p is q for q in decayed)]
     name, lr = config["name"], config["lr"]
-    norm_lr = lr * config.get("norm_lr_scale", 1.0)
-    groups = [
-        {"params": decayed, "weight_decay": config.get("weight_decay", 0.0)},
-        {"params": [p for p in rest if id(p) not in norms], "weight_decay": 0.0},
-        {"params": [p for p in rest if id(p) in norms], "weight_decay": 0.0, "lr": norm_lr},
-    ]
-    groups = [group for group in groups if group["params"]]
+    groups = [{"params": decayed, "weight_decay": config.get("weight_decay", 0.0)}]
+    norm_lr_scale = config.get("norm_lr_scale", 1.0)
+    if norm_lr_scale == 1.0:
+        groups.append({"params": rest, "weight_decay": 0.0})
+    else:
+        groups.append({"params": [p for p in rest if id(p) not in norms], "weight_decay": 0.0})
+        groups.append({"params": [p for p in rest if id(p) in norms], "weight_decay": 0.0, "lr": lr * norm_lr_scale})
     if name == "sgd":
         optimizer_class, kwargs = torch.optim.SGD, {"momentum": config.get("momentum", 0.0)}
         kwargs["nesterov"] = config.get("nesterov", False)
