@@ -278,12 +278,12 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_good_che
 
     save, saved = torch.save, []
 
-    def disk_fills_up(obj, path, *args, **kwargs):
+    def disk_fills_up(obj, file, *args, **kwargs):
         if len(saved) == 2:  # the third checkpoint: half of it fits
-            Path(path).write_bytes(b"\0" * 100)
+            file.write(b"\0" * 100)
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        saved.append(path)
-        return save(obj, path, *args, **kwargs)
+        saved.append(file)
+        return save(obj, file, *args, **kwargs)
 
     monkeypatch.setattr(recovery.torch, "save", disk_fills_up)
     cfg = make_config(*RUN, "logger=none")
@@ -324,3 +324,22 @@ def test_a_run_that_reloads_its_loader_every_epoch_resumes_mid_epoch_exactly(tmp
     )
     for key, value in whole.items():
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=0)
+
+
+def test_a_checkpoint_meeting_a_really_full_disk_is_a_user_error(tmp_path, monkeypatch):
+    # /dev/full answers every write with ENOSPC, as a full disk does; torch.save given a path would turn
+    # that into a RuntimeError (a traceback), so the checkpoint writer opens the file itself.
+    from contextlib import contextmanager
+
+    import experiments.recovery as recovery
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system to stand for a full disk")
+
+    @contextmanager
+    def onto_a_full_disk(destination):
+        yield Path("/dev/full")
+
+    monkeypatch.setattr(recovery, "written_atomically", onto_a_full_disk)
+    with pytest.raises(UserError, match="No space left on device"):
+        recovery.AtomicCheckpointIO().save_checkpoint({"weights": torch.zeros(1000)}, tmp_path / "last.ckpt")

@@ -155,8 +155,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with written_atomically(path) as temporary:
-                torch.save(checkpoint, temporary)
+            # Into a file we opened: torch.save given a path reports a full disk as a RuntimeError.
+            with written_atomically(path) as temporary, open(temporary, "wb") as file:
+                torch.save(checkpoint, file)
         except OSError as error:  # a full disk, a folder made read-only meanwhile: the previous file stays intact
             if not is_user_error(error):
                 raise
