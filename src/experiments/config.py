@@ -21,7 +21,8 @@ def config_dir() -> Path:
 
 def compose(overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
     """The config `python -m experiments OVERRIDES` would run, composed in-process (a notebook, a test, a
-    benchmark): `train(compose(["model=mlp"]))` trains as the command line does."""
+    benchmark). Outside the command line Hydra makes no run directory, so give one:
+    `train(compose(["model=mlp", "paths.output_dir=outputs/notebook"]))`."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
