@@ -53,15 +53,15 @@ LAUNCHER = textwrap.dedent(
     stall_from = int(os.environ.get("STALL_CHECKPOINT_FROM_STEP", "-1"))
     save = torch.save
 
-    def stalling_save(obj, path, *args, **kwargs):
+    def stalling_save(obj, file, *args, **kwargs):  # the checkpoint writer hands torch.save an open file
         if stall_from >= 0 and isinstance(obj, dict) and obj.get("global_step", -1) >= stall_from:
             buffer = io.BytesIO()
             save(obj, buffer)
-            with open(path, "wb") as file:
-                file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            file.flush()
             print("checkpoint half-written", flush=True)
             time.sleep(600)
-        return save(obj, path, *args, **kwargs)
+        return save(obj, file, *args, **kwargs)
 
     torch.save = stalling_save
     from experiments.train import main
