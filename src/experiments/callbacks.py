@@ -75,14 +75,13 @@ class Lookahead(L.Callback):
 
     def __init__(self, every: int = 5, decay: float = 0.77, warmup_power: float = 0.0) -> None:
         self.every, self.decay, self.warmup_power = every, decay, warmup_power
+        self.fast: list[torch.Tensor] = []  # the trained weights, in place: gathered once, not every step
         self.slow: list[torch.Tensor] = []
         self.total_steps = 0
 
-    def _weights(self, pl_module: L.LightningModule) -> list[torch.Tensor]:
-        return [p.data for p in pl_module.parameters() if p.requires_grad]
-
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.slow = [w.clone() for w in self._weights(pl_module)]
+        self.fast = [p.data for p in pl_module.parameters() if p.requires_grad]
+        self.slow = [w.clone() for w in self.fast]
         if self.warmup_power:
             self.total_steps = trainer.estimated_stepping_batches
 
@@ -93,12 +92,11 @@ class Lookahead(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if trainer.global_step % self.every == 0:
-            fast = self._weights(pl_module)
-            torch._foreach_lerp_(self.slow, fast, 1 - self.decay_at(trainer.global_step))
-            torch._foreach_copy_(fast, self.slow)
+            torch._foreach_lerp_(self.slow, self.fast, 1 - self.decay_at(trainer.global_step))
+            torch._foreach_copy_(self.fast, self.slow)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        torch._foreach_copy_(self._weights(pl_module), self.slow)
+        torch._foreach_copy_(self.fast, self.slow)
 
 
 class ProgressBar(RichProgressBar):
