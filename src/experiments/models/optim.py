@@ -77,16 +77,17 @@ def build_optimizer(model: nn.Module, config: dict, fused: bool = True) -> torch
     sparse = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding | nn.EmbeddingBag) and m.sparse}
     norms = {id(p) for m in model.modules() if isinstance(m, NORMS) for p in m.parameters(recurse=False)}
     params = [p for p in model.parameters() if p.requires_grad]
-    decayed = [p for p in params if p.ndim > 1 and id(p) not in sparse and id(p) not in norms]
-    rest = [p for p in params if not any(p is q for q in decayed)]
+    decayed = {id(p) for p in params if p.ndim > 1} - sparse - norms
     name, lr = config["name"], config["lr"]
-    groups = [{"params": decayed, "weight_decay": config.get("weight_decay", 0.0)}]
     norm_lr_scale = config.get("norm_lr_scale", 1.0)
-    if norm_lr_scale == 1.0:
-        groups.append({"params": rest, "weight_decay": 0.0})
-    else:
-        groups.append({"params": [p for p in rest if id(p) not in norms], "weight_decay": 0.0})
-        groups.append({"params": [p for p in rest if id(p) in norms], "weight_decay": 0.0, "lr": lr * norm_lr_scale})
+    apart = norms if norm_lr_scale != 1.0 else set()  # the normalisation parameters, when they train faster
+    elsewhere = decayed | apart
+    groups = [
+        {"params": [p for p in params if id(p) in decayed], "weight_decay": config.get("weight_decay", 0.0)},
+        {"params": [p for p in params if id(p) not in elsewhere], "weight_decay": 0.0},
+    ]
+    if faster := [p for p in params if id(p) in apart]:
+        groups.append({"params": faster, "weight_decay": 0.0, "lr": lr * norm_lr_scale})
     if name == "sgd":
         optimizer_class, kwargs = torch.optim.SGD, {"momentum": config.get("momentum", 0.0)}
         kwargs["nesterov"] = config.get("nesterov", False)
