@@ -205,10 +205,11 @@ class InMemoryDataModule(L.LightningDataModule):
         x, y = batch
         if self.spec["kind"] == "image":
             x = self.normalize(x)
-            if self.trainer is not None and self.trainer.training:
-                x = self.augment(x)
-            if self.trainer is not None:  # bf16-true, 16-true, 64-true: the float inputs the weights expect
-                x = self.trainer.precision_plugin.convert_input(x)  # (Lightning's own call saw uint8 pixels)
+            if self.trainer is not None:
+                if self.trainer.training:
+                    x = self.augment(x)
+                # bf16-true, 16-true, 64-true: the float inputs the weights expect (Lightning's call saw uint8)
+                x = self.trainer.precision_plugin.convert_input(x)
         else:
             x = x.long()
         return x, y.long()
