@@ -74,7 +74,7 @@ def evaluate(path: Path, overrides: list[str], predictions: Path | None = None) 
             self.logits = []
 
         def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-            self.logits.append(outputs.detach().float().cpu())
+            self.logits.append(outputs.detach())  # on the device: one copy to the host at the end
 
     run_dir, checkpoint = find_run(path)
     cfg, datamodule, model = load(run_dir, checkpoint, overrides)
@@ -94,7 +94,7 @@ def evaluate(path: Path, overrides: list[str], predictions: Path | None = None) 
     if predictions is not None:
         import torch
 
-        probabilities = torch.cat(kept.logits).softmax(dim=1)
+        probabilities = torch.cat(kept.logits).float().softmax(dim=1).cpu()
         labels = datamodule.splits["test"][1].tolist()
         predicted = probabilities.argmax(dim=1).tolist()
         predictions.parent.mkdir(parents=True, exist_ok=True)
