@@ -23,7 +23,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config import UserError, is_user_error
+from experiments.config import UserError
 
 
 def find_run(path: Path) -> tuple[Path, Path]:
@@ -120,8 +120,6 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = evaluate(args.path, args.overrides, args.predict)
     except Exception as error:
-        if not is_user_error(error):
-            raise
         exit_for_user_error(error)
     print(f"test accuracy  {result['test/acc']:.4f}   test loss {result['test/loss']:.4f}   f1 {result['test/f1']:.4f}")
     print(f"checkpoint     {result['checkpoint']}")

@@ -170,9 +170,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)
     except Exception as error:
-        if not is_user_error(error):
-            raise
-        if not cfg.get("resume"):
+        if is_user_error(error) and not cfg.get("resume"):
             discard_unstarted_run(Path(HydraConfig.get().runtime.output_dir))
         exit_for_user_error(error)  # here, before Hydra adds its own report of the failed job
 
@@ -207,7 +205,8 @@ def first_line(text: str) -> str:
 
 
 def exit_for_user_error(error: BaseException) -> NoReturn:
-    if os.environ.get("EXPERIMENTS_DEBUG"):
+    """A user's mistake: one line and exit code 2. Anything else goes on up, the bug it is, with its traceback."""
+    if not is_user_error(error) or os.environ.get("EXPERIMENTS_DEBUG"):
         raise error
     print(f"error: {describe(error)}  (EXPERIMENTS_DEBUG=1 shows the traceback)", file=sys.stderr, flush=True)
     sys.exit(2)
@@ -230,6 +229,4 @@ def main() -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     except Exception as error:  # e.g. a bad override, or Hydra creating the run directory where it cannot
-        if not is_user_error(error):
-            raise
         exit_for_user_error(error)
