@@ -81,3 +81,13 @@ def test_same_seed_same_result_when_deterministic(make_config, tmp_path):
         train(cfg)
         results.append(read_metrics(cfg)["val"])
     assert results[0] == results[1]
+
+
+def test_a_run_with_every_optional_callback_and_the_logger_dropped(make_config, capsys):
+    optional = ("model_checkpoint", "last_checkpoint", "lr_monitor", "progress_bar", "dashboards")
+    cfg = make_config(*QUICK, *(f"callbacks.{name}=null" for name in optional))
+    train(cfg)
+    metrics = read_metrics(cfg)  # written although nothing else made the run's directory
+    assert metrics["best_checkpoint"] == "" and metrics["test"]["test/acc"] > 0.3
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()  # no default checkpoint in their place
+    assert "it/s" not in capsys.readouterr().out  # nor Lightning's default progress bar (items per second)

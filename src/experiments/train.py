@@ -42,6 +42,7 @@ def train(cfg: DictConfig) -> float:
     # Imported here, not at the top, so that --help, --cfg and config errors answer without loading torch.
     import lightning as L
     from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 
     from experiments.allocator import keep_freed_memory
     from experiments.callbacks import Throughput
@@ -71,6 +72,9 @@ def train(cfg: DictConfig) -> float:
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
+        # A callback entry set to null drops it: Lightning is not to put its own default in its place.
+        enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
+        enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
         precision=pick_precision(cfg.trainer),
         plugins=[AtomicCheckpointIO()],
     )
@@ -105,6 +109,7 @@ def train(cfg: DictConfig) -> float:
         "best_checkpoint": best_path,
     }
     if trainer.is_global_zero:  # under data parallelism, one process reports for all
+        output_dir.mkdir(parents=True, exist_ok=True)  # absent when neither checkpoints nor a logger wrote there
         with written_atomically(output_dir / "metrics.json") as temporary:  # never seen half-written
             temporary.write_text(json.dumps(metrics, indent=2) + "\n")
         print_summary(metrics, output_dir)
