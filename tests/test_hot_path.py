@@ -104,3 +104,47 @@ def test_channels_last_on_gpus_for_convolutional_nets_only():
     prepare_net(conv, cuda, compile=False)
     assert conv_weight.is_contiguous(memory_format=torch.channels_last)
     prepare_net(mlp, cuda, compile=False)  # nothing to change, and nothing breaks
+
+
+class LightningSteps(Classifier):
+    """The same module with Lightning's automatic optimisation always on: the reference for our own step."""
+
+    @property
+    def automatic_optimization(self) -> bool:
+        return True
+
+
+def fit_one_epoch(module_class: type[Classifier], **trainer_options) -> tuple[Classifier, L.Trainer]:
+    L.seed_everything(0, verbose=False)
+    data = DigitsDataModule(batch_size=64)
+    onecycle = {"name": "onecycle", "pct_start": 0.3}
+    model = module_class(data.spec, {**NET, "dropout": 0.1}, ADAMW, onecycle)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **trainer_options,
+    )
+    trainer.fit(model, datamodule=data)
+    return model, trainer
+
+
+def test_our_step_trains_exactly_as_lightnings_automatic_optimisation():
+    ours, our_trainer = fit_one_epoch(Classifier)
+    theirs, their_trainer = fit_one_epoch(LightningSteps)
+    assert not ours.automatic_optimization
+    assert our_trainer.global_step == their_trainer.global_step == our_trainer.num_training_batches
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert our_trainer.optimizers[0].param_groups[0]["lr"] == their_trainer.optimizers[0].param_groups[0]["lr"]
+
+
+@pytest.mark.parametrize("option", [{"gradient_clip_val": 0.5}, {"accumulate_grad_batches": 2}])
+def test_clipping_and_accumulation_are_left_to_lightning(option):
+    model, trainer = fit_one_epoch(Classifier, **option)
+    assert model.automatic_optimization
+    steps = -(-trainer.num_training_batches // option.get("accumulate_grad_batches", 1))
+    assert trainer.global_step == steps
