@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from experiments.config import compose
+from experiments.cuda_checks import plain_cuda_checks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder's helpers, for `_target_` too
 
@@ -122,11 +123,14 @@ def plain_throughput(cfg, data, device: torch.device, precision: str, steps: int
             samples += len(targets)
         return samples
 
-    epoch()  # warm-up
-    synchronize(device)
-    started = time.perf_counter()
-    samples = epoch()
-    synchronize(device)
+    # As in a process that never imported Lightning: torch's own CUDA availability check, which every
+    # optimiser step makes (Lightning's import switches it to a driver query: src/experiments/cuda_checks.py).
+    with plain_cuda_checks(device):
+        epoch()  # warm-up
+        synchronize(device)
+        started = time.perf_counter()
+        samples = epoch()
+        synchronize(device)
     return samples / (time.perf_counter() - started)
 
 

@@ -46,6 +46,7 @@ def train(cfg: DictConfig) -> float:
 
     from experiments.allocator import keep_freed_memory
     from experiments.callbacks import Throughput
+    from experiments.cuda_checks import plain_cuda_checks
     from experiments.data.files import written_atomically
     from experiments.models.classifier import Classifier
     from experiments.recovery import AtomicCheckpointIO, StopOnNonFiniteLoss, load_checkpoint, stop_signals_noted
@@ -79,7 +80,8 @@ def train(cfg: DictConfig) -> float:
         plugins=[AtomicCheckpointIO()],
     )
 
-    with stop_signals_noted():  # SIGINT/SIGTERM: save last.ckpt at the end of the batch, then stop
+    # SIGINT/SIGTERM: save last.ckpt at the end of the batch, then stop. Without a GPU: no driver query per step.
+    with stop_signals_noted(), plain_cuda_checks(trainer.strategy.root_device):
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("resume"))
     fit_seconds = time.perf_counter() - started
     val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
