@@ -139,6 +139,15 @@ class Classifier(L.LightningModule):
         self.tallies[stage].add(logits, y, loss)
         return loss, logits
 
+    def __setattr__(self, name: str, value) -> None:
+        # Lightning records the hook it is in on the module, before and after every hook call: some thirty
+        # times a step. nn.Module's __setattr__ first checks whether a value is a parameter, a buffer or a
+        # submodule (0.1 ms a step on a laptop-class CPU); a hook's name is none of them.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     @property
     def automatic_optimization(self) -> bool:
         """Whether Lightning takes the optimiser step: only when the Trainer clips or accumulates gradients.
