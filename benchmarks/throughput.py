@@ -5,6 +5,7 @@
     python benchmarks/throughput.py --workloads mnist_mlp --rounds 7 --data-dir data   # real files if there
     python benchmarks/throughput.py --workloads mnist_mlp data.batch_size=256          # any config override
     python benchmarks/throughput.py --workloads mnist_mlp_small --paths abcd           # and Lightning's floor
+    python benchmarks/throughput.py --workloads loop_overhead --paths abd              # the fixed cost of a step
 
 In one process, each round measures the paths one after another on the same net, batch size,
 optimiser and data, and each measurement is the second epoch of `steps` batches (the first is warm-up):
@@ -49,6 +50,12 @@ WORKLOADS = {
         "synthetic.SyntheticMNIST",
         {"cpu": 200, "cuda": None},
     ),
+    # A net so small that a step is nearly all fixed cost: what the training loop itself costs per step.
+    "loop_overhead": (
+        ["data=mnist", "model=mlp", "model.width=8", "model.depth=1", "data.batch_size=16"],
+        "synthetic.SyntheticMNIST",
+        {"cpu": 400, "cuda": None},
+    ),
     "cifar_cnn": (["data=cifar10", "model=cnn"], "synthetic.SyntheticCIFAR10", {"cpu": 20, "cuda": None}),
     "imdb_rnn": (["data=imdb", "model=rnn"], "synthetic.SyntheticIMDB", {"cpu": 10, "cuda": None}),
 }
@@ -57,6 +64,7 @@ CUDA_OVERRIDES = {"cifar_cnn": ["model.channels=[64,256,256]", "data.batch_size=
 REAL_FILES = {
     "mnist_mlp": "MNIST/raw/train-images-idx3-ubyte.gz",
     "mnist_mlp_small": "MNIST/raw/train-images-idx3-ubyte.gz",
+    "loop_overhead": "MNIST/raw/train-images-idx3-ubyte.gz",
     "cifar_cnn": "cifar-10-batches-py/data_batch_1",
     "imdb_rnn": "aclImdb",
 }
@@ -188,7 +196,9 @@ def synchronize(device: torch.device) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument(
+        "--workloads", nargs="+", default=["mnist_mlp", "cifar_cnn", "imdb_rnn"], choices=list(WORKLOADS)
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: no collapse on shared cores)")
     parser.add_argument("--data-dir", type=Path, help="use the real dataset files found here (default: synthetic)")
