@@ -142,7 +142,7 @@ class Classifier(L.LightningModule):
     def __setattr__(self, name: str, value) -> None:
         # Lightning records the hook it is in on the module, before and after every hook call: some thirty
         # times a step. nn.Module's __setattr__ first checks whether a value is a parameter, a buffer or a
-        # submodule (0.1 ms a step on a laptop-class CPU); a hook's name is none of them.
+        # submodule (0.1 ms a step on a 2-core Xeon); a hook's name is none of them.
         if name == "_current_fx_name":
             object.__setattr__(self, name, value)
         else:
@@ -153,7 +153,7 @@ class Classifier(L.LightningModule):
         """Whether Lightning takes the optimiser step: only when the Trainer clips or accumulates gradients.
 
         Lightning's automatic optimisation wraps each step in a closure and a dozen hook calls: about a
-        third of a millisecond of host time per step on a laptop-class CPU, a tenth of a small net's step.
+        third of a millisecond of host time per step on a 2-core Xeon, a tenth of a small MLP's step.
         A plain step (zero the gradients, backward, step, schedule) needs none of it; clipping and
         accumulation are left to Lightning, which allows them only in its automatic mode.
         """
