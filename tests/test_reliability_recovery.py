@@ -225,6 +225,36 @@ def test_resume_applies_new_overrides_on_top_of_the_runs_own_config(tmp_path, un
     assert list(epoch_curves(run_dir)["val/acc"]) == [19, 39, 59, 79, 99]
 
 
+def test_a_resume_whose_settings_do_not_fit_the_checkpoint_says_so_and_keeps_the_runs_record(tmp_path, uninterrupted):
+    run_dir = copy_of(uninterrupted, tmp_path)
+    record = {path.name: path.read_text() for path in (run_dir / ".hydra").iterdir()}
+    result = run_cli(f"resume={run_dir}", "model.width=32", "trainer.max_epochs=5", cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: cannot resume: these settings build a different net") and "model" in line
+    assert {path.name: path.read_text() for path in (run_dir / ".hydra").iterdir()} == record
+    # The record still holds the run's own settings, so the run can still be continued.
+    result = run_cli(f"resume={run_dir}", "trainer.max_epochs=5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "max_epochs: 5" in (run_dir / ".hydra" / "config.yaml").read_text()
+
+
+def test_a_resume_that_changes_the_optimisers_parameter_groups_is_refused():
+    from experiments.data import DigitsDataModule
+    from experiments.models.classifier import Classifier
+    from experiments.models.optim import build_optimizer
+    from experiments.recovery import check_resumable
+
+    cnn, adamw = {"name": "cnn", "channels": [4]}, {"name": "adamw", "lr": 0.01}
+    model = Classifier(DigitsDataModule.spec, cnn, adamw, {"name": "constant"})
+    optimizer = build_optimizer(model.net, adamw)
+    checkpoint = {"state_dict": model.state_dict(), "optimizer_states": [optimizer.state_dict()]}
+    check_resumable(checkpoint, model, optimizer)  # the same settings: fine
+    separate_norms = build_optimizer(model.net, {**adamw, "norm_lr_scale": 10})  # a third group
+    with pytest.raises(UserError, match="3 parameter groups, the run's checkpoint has 2"):
+        check_resumable(checkpoint, model, separate_norms)
+
+
 def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, uninterrupted):
     run_dir = copy_of(uninterrupted, tmp_path)
     marker = tmp_path / "marker"

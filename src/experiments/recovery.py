@@ -8,7 +8,8 @@
   checkpoints with `weights_only=True` only.
 - `StopOnNonFiniteLoss` ends the run at the step whose loss became NaN or infinite.
 - `resumed` turns `resume=<run dir or checkpoint>` into the arguments that continue that run: its own
-  composed config, in its own directory, with its own TensorBoard curves.
+  composed config, in its own directory, with its own TensorBoard curves; `check_resumable` refuses, in
+  one line, settings that build another net or optimiser than the checkpoint holds.
 """
 
 from __future__ import annotations
@@ -167,6 +168,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path, map_location)
 
 
+def check_resumable(checkpoint: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """A run resumed with settings that build another net or another optimiser cannot take up its checkpoint:
+    one line that says so, before training starts, instead of a traceback from the middle of restoring it."""
+    saved, built = checkpoint.get("state_dict", {}), model.state_dict()
+    differing = sorted(set(saved) ^ set(built)) or [k for k, v in built.items() if saved[k].shape != v.shape]
+    if differing:
+        raise UserError(
+            f"cannot resume: these settings build a different net than the run's checkpoint ({differing[0]} "
+            "differs); resume with the run's own model settings"
+        )
+    saved_groups = [len(state["param_groups"]) for state in checkpoint.get("optimizer_states", [])]
+    if saved_groups and saved_groups != [len(optimizer.param_groups)]:
+        raise UserError(
+            f"cannot resume: these settings give the optimiser {len(optimizer.param_groups)} parameter groups, "
+            f"the run's checkpoint has {saved_groups[0]}; resume with the run's own optimizer settings"
+        )
+
+
 def load_checkpoint(path, map_location=None, mmap: bool = False) -> dict:
     """`torch.load(path, weights_only=True)`, with one clear line for a file that is missing, damaged, or
     holds pickled code (which it refuses to run). `mmap` maps the tensors instead of reading them: a
@@ -259,13 +278,28 @@ def resumed(arguments: list[str]) -> Iterator[list[str]]:
     if not saved.is_file():
         raise UserError(f"resume={value}: {saved} not found; resume continues a run that this tool started")
     others = [a for a in arguments if not a.startswith("resume=")]
+    # Hydra rewrites the run's .hydra/ with the new settings as the job starts. Until the resumed run has
+    # saved a checkpoint of its own, that record goes back to what it was if the run fails (settings that
+    # do not fit the checkpoint, Ctrl+C): the next `resume=` must find the settings the checkpoint has.
+    record = {path: path.read_bytes() for path in saved.parent.iterdir() if path.is_file()}
+    checkpoints_before = _checkpoint_times(run_dir)
     with tempfile.TemporaryDirectory(prefix="experiments-resume-") as folder:
         # Our Hydra settings (run directory, log format) from conf/hydra, then the run's config as it was.
         primary = {"defaults": [{"hydra": "default"}, "_self_"], **OmegaConf.to_container(OmegaConf.load(saved))}
         OmegaConf.save(OmegaConf.create(primary), Path(folder) / "resumed_run.yaml")
-        yield [
-            *("--config-dir", folder, "--config-name", "resumed_run"),
-            *others,
-            f"++resume={checkpoint}",
-            f"hydra.run.dir={run_dir}",
-        ]
+        try:
+            yield [
+                *("--config-dir", folder, "--config-name", "resumed_run"),
+                *others,
+                f"++resume={checkpoint}",
+                f"hydra.run.dir={run_dir}",
+            ]
+        except BaseException:  # a user error ends in SystemExit
+            if _checkpoint_times(run_dir) == checkpoints_before:
+                for path, content in record.items():
+                    path.write_bytes(content)
+            raise
+
+
+def _checkpoint_times(run_dir: Path) -> dict[str, int]:
+    return {path.name: path.stat().st_mtime_ns for path in (run_dir / "checkpoints").glob("*.ckpt")}

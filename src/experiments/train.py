@@ -49,10 +49,20 @@ def train(cfg: DictConfig) -> float:
     from experiments.cuda_checks import plain_cuda_checks
     from experiments.data.files import written_atomically
     from experiments.models.classifier import Classifier
-    from experiments.recovery import AtomicCheckpointIO, StopOnNonFiniteLoss, load_checkpoint, stop_signals_noted
+    from experiments.models.optim import build_optimizer
+    from experiments.recovery import (
+        AtomicCheckpointIO,
+        StopOnNonFiniteLoss,
+        check_resumable,
+        load_checkpoint,
+        stop_signals_noted,
+    )
 
+    resumed = None
     if cfg.get("resume"):
-        load_checkpoint(cfg.resume, mmap=True)  # a damaged or unsafe file: one line now, before anything is built
+        resumed = load_checkpoint(
+            cfg.resume, mmap=True
+        )  # a damaged or unsafe file: one line now, before anything is built
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # ours
     keep_freed_memory()  # each step reuses the last step's buffers instead of mapping them afresh
     quiet_lightning()
@@ -66,6 +76,8 @@ def train(cfg: DictConfig) -> float:
         label_smoothing=cfg.label_smoothing,
         compile=cfg.compile,
     )
+    if resumed is not None:
+        check_resumable(resumed, model, build_optimizer(model.net, model.hparams.optimizer))
     throughput = Throughput()
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] + [throughput, StopOnNonFiniteLoss()]
     loggers = [instantiate(c) for c in cfg.logger.values() if c]
