@@ -104,3 +104,17 @@ def test_evaluate_refuses_a_damaged_checkpoint_in_one_line(finished_run, tmp_pat
     assert exit_.value.code == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"error: {damaged} is not a readable checkpoint") and "\n" not in error
+
+
+def test_evaluate_explains_a_predictions_path_it_cannot_write_in_one_line(finished_run, tmp_path, capsys):
+    run_dir, _ = finished_run
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(run_dir), "--predict", str(a_file / "predictions.csv")])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert (
+        error.startswith(f"error: cannot write the predictions to {a_file / 'predictions.csv'}: ") and "\n" not in error
+    )
+    assert "give --predict another path" in error and a_file.read_text() == "not a folder"

@@ -97,12 +97,19 @@ def evaluate(path: Path, overrides: list[str], predictions: Path | None = None) 
         probabilities = torch.cat(kept.logits).float().softmax(dim=1).cpu()
         labels = datamodule.splits["test"][1].tolist()
         predicted = probabilities.argmax(dim=1).tolist()
-        predictions.parent.mkdir(parents=True, exist_ok=True)
-        with written_atomically(predictions) as temporary, open(temporary, "w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow(["id", "label", "predicted", *(f"p{c}" for c in range(probabilities.shape[1]))])
-            for i, (label, guess, p) in enumerate(zip(labels, predicted, probabilities.tolist(), strict=True)):
-                writer.writerow([i, label, guess, *(f"{value:.6f}" for value in p)])
+        try:  # a path of the user's: whatever stops the write is theirs to change (a file where a folder
+            # should be, no permission, a full disk)
+            predictions.parent.mkdir(parents=True, exist_ok=True)
+            with written_atomically(predictions) as temporary, open(temporary, "w", newline="") as file:
+                writer = csv.writer(file)
+                writer.writerow(["id", "label", "predicted", *(f"p{c}" for c in range(probabilities.shape[1]))])
+                for i, (label, guess, p) in enumerate(zip(labels, predicted, probabilities.tolist(), strict=True)):
+                    writer.writerow([i, label, guess, *(f"{value:.6f}" for value in p)])
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise UserError(
+                f"cannot write the predictions to {predictions}: {reason}; give --predict another path"
+            ) from error
     return {"checkpoint": str(checkpoint), **metrics}
 
 
