@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
+import warnings
+from datetime import timedelta
 
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from experiments.callbacks import Throughput
@@ -119,15 +122,8 @@ def fit_one_epoch(module_class: type[Classifier], **trainer_options) -> tuple[Cl
     data = DigitsDataModule(batch_size=64)
     onecycle = {"name": "onecycle", "pct_start": 0.3}
     model = module_class(data.spec, {**NET, "dropout": 0.1}, ADAMW, onecycle)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **trainer_options,
-    )
+    options = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, **trainer_options}
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, enable_model_summary=False, **options)
     trainer.fit(model, datamodule=data)
     return model, trainer
 
@@ -148,3 +144,14 @@ def test_clipping_and_accumulation_are_left_to_lightning(option):
     assert model.automatic_optimization
     steps = -(-trainer.num_training_batches // option.get("accumulate_grad_batches", 1))
     assert trainer.global_step == steps
+
+
+@pytest.mark.parametrize("trigger", [{"every_n_train_steps": 5}, {"train_time_interval": timedelta(0)}])
+def test_checkpoints_every_n_steps_or_minutes_are_left_to_lightning(trigger, tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, **trigger)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, trainer = fit_one_epoch(Classifier, callbacks=[checkpoint], enable_checkpointing=True)
+    assert model.automatic_optimization
+    assert not [w for w in caught if "pre-optimization" in str(w.message)]
+    assert len(list(tmp_path.glob("*.ckpt"))) >= trainer.num_training_batches // 5  # saved within the epoch

@@ -6,8 +6,8 @@ torch's default `weights_only=True`, and `Classifier.load_from_checkpoint(path)`
 A training step does the step and nothing else: its loss and predictions stay on the device in a
 `Tally`, read once at the epoch's end (one host-device sync per epoch, none per step). Every
 `log_every_n_steps`-th step loss goes to the loggers then too, as `train/loss_step`. The step itself
-(backward, optimiser, schedule) is taken by hand unless the Trainer clips or accumulates gradients:
-see `automatic_optimization`.
+(backward, optimiser, schedule) is taken by hand unless the run needs Lightning's: see
+`automatic_optimization`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import MixedPrecision
 from torch import nn
 
@@ -150,15 +151,25 @@ class Classifier(L.LightningModule):
 
     @property
     def automatic_optimization(self) -> bool:
-        """Whether Lightning takes the optimiser step: only when the Trainer clips or accumulates gradients.
+        """Whether Lightning takes the optimiser step: only for what its automatic optimisation alone does well.
 
         Lightning's automatic optimisation wraps each step in a closure and a dozen hook calls: about a
         third of a millisecond of host time per step on a 2-core Xeon, a tenth of a small MLP's step.
-        A plain step (zero the gradients, backward, step, schedule) needs none of it; clipping and
-        accumulation are left to Lightning, which allows them only in its automatic mode.
+        A plain step (zero the gradients, backward, step, schedule) needs none of it. Left to Lightning:
+        gradient clipping and accumulation, which it allows in its automatic mode only, and checkpoints
+        saved every n training steps or minutes, which Lightning 2.6's ModelCheckpoint handles under its
+        automatic mode only (under manual optimisation it ignores the time interval, and warns at every
+        save about model states it expects the module to keep).
         """
         trainer = self._trainer
-        return trainer is not None and (bool(trainer.gradient_clip_val) or trainer.accumulate_grad_batches != 1)
+        if trainer is None:
+            return False
+        if trainer.gradient_clip_val or trainer.accumulate_grad_batches != 1:
+            return True
+        return any(
+            isinstance(c, ModelCheckpoint) and (c._every_n_train_steps > 0 or c._train_time_interval is not None)
+            for c in trainer.callbacks
+        )
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, _ = self._shared_step(batch, "train")
