@@ -60,9 +60,9 @@ def train(cfg: DictConfig) -> float:
 
     resumed = None
     if cfg.get("resume"):
-        resumed = load_checkpoint(
-            cfg.resume, mmap=True
-        )  # a damaged or unsafe file: one line now, before anything is built
+        # A damaged or unsafe file: one line now, before anything is built. Mapped rather than read, and onto
+        # the CPU whatever device the run trained on; `check_resumable` compares its shapes with the model.
+        resumed = load_checkpoint(cfg.resume, map_location="cpu", mmap=True)
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # ours
     keep_freed_memory()  # each step reuses the last step's buffers instead of mapping them afresh
     quiet_lightning()
