@@ -76,23 +76,25 @@ class Launched:
     def __init__(self, tmp_path: Path, *arguments: str, env: dict | None = None) -> None:
         launcher = tmp_path / "launch.py"
         launcher.write_text(LAUNCHER)
-        self.output = (tmp_path / "output.log").open("w+")
-        self.process = subprocess.Popen(
-            [sys.executable, str(launcher), *arguments],
-            cwd=tmp_path,
-            stdout=self.output,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            text=True,
-        )
+        # The child appends to the log, and the test reads it through a file of its own: a shared file
+        # offset would let the test's reads move where the child's next write lands.
+        self.log = tmp_path / "output.log"
+        self.log.write_bytes(b"")  # each launch's own lines
+        with self.log.open("ab") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, str(launcher), *arguments],
+                cwd=tmp_path,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+            )
 
     def wait_for(self, line: str, timeout: float = 240) -> None:
         import time
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self.output.seek(0)
-            if line in self.output.read().splitlines():
+            if line in self.text().splitlines():
                 return
             assert self.process.poll() is None, self.text()
             time.sleep(0.05)
@@ -103,8 +105,7 @@ class Launched:
         return self.process.wait(timeout=120)
 
     def text(self) -> str:
-        self.output.seek(0)
-        return self.output.read()
+        return self.log.read_text()
 
 
 def checkpoint_step(path: Path) -> int:
