@@ -42,7 +42,8 @@ def train(cfg: DictConfig) -> float:
     # Imported here, not at the top, so that --help, --cfg and config errors answer without loading torch.
     import lightning as L
     from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import Checkpoint, ProgressBar
+    from lightning.pytorch.callbacks import Checkpoint
+    from lightning.pytorch.callbacks import ProgressBar as AnyProgressBar  # ours, callbacks.ProgressBar, among them
 
     from experiments.allocator import keep_freed_memory
     from experiments.callbacks import Throughput
@@ -87,7 +88,7 @@ def train(cfg: DictConfig) -> float:
         logger=loggers or False,
         # A callback entry set to null drops it: Lightning is not to put its own default in its place.
         enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
-        enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
+        enable_progress_bar=any(isinstance(c, AnyProgressBar) for c in callbacks),
         precision=pick_precision(cfg.trainer),
         plugins=[AtomicCheckpointIO()],
     )

@@ -119,9 +119,15 @@ class Classifier(L.LightningModule):
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.tallies = {stage: Tally(spec["num_classes"]) for stage in ("train", "val", "test")}
         self.step_losses: list[tuple[int, torch.Tensor]] = []  # (global step, loss) for the loggers
+        self.timed_checkpoints = False  # whether a checkpoint callback saves every n steps or minutes
 
     def setup(self, stage: str) -> None:
         prepare_net(self.net, self.trainer.strategy.root_device, compile=self.hparams.compile and stage == "fit")
+        # Read by `automatic_optimization` some ten times a step; the run's callbacks stay as they are.
+        self.timed_checkpoints = any(
+            isinstance(c, ModelCheckpoint) and (c._every_n_train_steps > 0 or c._train_time_interval is not None)
+            for c in self.trainer.callbacks
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -164,12 +170,9 @@ class Classifier(L.LightningModule):
         trainer = self._trainer
         if trainer is None:
             return False
-        if trainer.gradient_clip_val or trainer.accumulate_grad_batches != 1:
-            return True
-        return any(
-            isinstance(c, ModelCheckpoint) and (c._every_n_train_steps > 0 or c._train_time_interval is not None)
-            for c in trainer.callbacks
-        )
+        # Clipping and accumulation are read from the Trainer itself: Lightning asks, to refuse them under
+        # manual optimisation, before `setup` has run.
+        return bool(trainer.gradient_clip_val) or trainer.accumulate_grad_batches != 1 or self.timed_checkpoints
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, _ = self._shared_step(batch, "train")
