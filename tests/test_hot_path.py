@@ -67,22 +67,26 @@ class SlowCheckpoint(L.Callback):
             time.sleep(0.5)
 
 
-def test_throughput_counts_training_batches_only():
+def fit_digits(module_class: type[Classifier] = Classifier, **trainer_options) -> tuple[Classifier, L.Trainer]:
+    """A seeded run on the digits, one epoch unless told otherwise, with no logger, checkpoints or bar."""
+    L.seed_everything(0, verbose=False)
     data = DigitsDataModule(batch_size=64)
-    model = Classifier(data.spec, NET, ADAMW, {"name": "constant"})
+    onecycle = {"name": "onecycle", "pct_start": 0.3}
+    model = module_class(data.spec, {**NET, "dropout": 0.1}, ADAMW, onecycle)
+    options = {"max_epochs": 1, "logger": False, "enable_checkpointing": False, **trainer_options}
+    trainer = L.Trainer(accelerator="cpu", enable_progress_bar=False, enable_model_summary=False, **options)
+    trainer.fit(model, datamodule=data)
+    return model, trainer
+
+
+def test_throughput_counts_training_batches_only():
     throughput = Throughput()
-    trainer = L.Trainer(
-        accelerator="cpu",
+    _, trainer = fit_digits(
         max_epochs=2,
         val_check_interval=0.5,  # validation in the middle of each epoch too
         callbacks=[throughput, SlowCheckpoint()],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
-    trainer.fit(model, datamodule=data)
-    training_samples = len(data.splits["train"][1])
+    training_samples = len(trainer.datamodule.splits["train"][1])
     assert [samples for samples, _ in throughput.epochs] == [training_samples] * 2
     assert all(seconds < 0.4 for _, seconds in throughput.epochs)  # two sleeps per epoch left out
     assert throughput.samples_per_second == pytest.approx(training_samples / throughput.epochs[1][1])
@@ -117,20 +121,9 @@ class LightningSteps(Classifier):
         return True
 
 
-def fit_one_epoch(module_class: type[Classifier], **trainer_options) -> tuple[Classifier, L.Trainer]:
-    L.seed_everything(0, verbose=False)
-    data = DigitsDataModule(batch_size=64)
-    onecycle = {"name": "onecycle", "pct_start": 0.3}
-    model = module_class(data.spec, {**NET, "dropout": 0.1}, ADAMW, onecycle)
-    options = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, **trainer_options}
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, enable_model_summary=False, **options)
-    trainer.fit(model, datamodule=data)
-    return model, trainer
-
-
 def test_our_step_trains_exactly_as_lightnings_automatic_optimisation():
-    ours, our_trainer = fit_one_epoch(Classifier)
-    theirs, their_trainer = fit_one_epoch(LightningSteps)
+    ours, our_trainer = fit_digits(Classifier)
+    theirs, their_trainer = fit_digits(LightningSteps)
     assert not ours.automatic_optimization
     assert our_trainer.global_step == their_trainer.global_step == our_trainer.num_training_batches
     for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
@@ -140,7 +133,7 @@ def test_our_step_trains_exactly_as_lightnings_automatic_optimisation():
 
 @pytest.mark.parametrize("option", [{"gradient_clip_val": 0.5}, {"accumulate_grad_batches": 2}])
 def test_clipping_and_accumulation_are_left_to_lightning(option):
-    model, trainer = fit_one_epoch(Classifier, **option)
+    model, trainer = fit_digits(Classifier, **option)
     assert model.automatic_optimization
     steps = -(-trainer.num_training_batches // option.get("accumulate_grad_batches", 1))
     assert trainer.global_step == steps
@@ -151,7 +144,7 @@ def test_checkpoints_every_n_steps_or_minutes_are_left_to_lightning(trigger, tmp
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, **trigger)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model, trainer = fit_one_epoch(Classifier, callbacks=[checkpoint], enable_checkpointing=True)
+        model, trainer = fit_digits(Classifier, callbacks=[checkpoint], enable_checkpointing=True)
     assert model.automatic_optimization
     assert not [w for w in caught if "pre-optimization" in str(w.message)]
     assert len(list(tmp_path.glob("*.ckpt"))) >= trainer.num_training_batches // 5  # saved within the epoch

@@ -377,15 +377,15 @@ def test_a_checkpoint_meeting_a_really_full_disk_is_a_user_error(tmp_path, monke
 
 
 @pytest.mark.parametrize("switch", ["trainer.gradient_clip_val=0.5", "trainer.accumulate_grad_batches=2"])
-def test_a_run_resumed_with_clipping_or_accumulation_goes_on_from_its_step(tmp_path, switch):
+def test_a_run_resumed_with_clipping_or_accumulation_goes_on_from_its_step(make_config, switch):
     # Our own step without them, Lightning's automatic optimisation with them: each mode counts its steps apart.
-    from experiments.config import compose
     from experiments.train import train
 
-    common = ["model=mlp", "test=false", "logger=none", "trainer.accelerator=cpu", f"paths.output_dir={tmp_path}"]
-    train(compose([*common, "trainer.max_epochs=1"]))
-    last = tmp_path / "checkpoints" / "last.ckpt"
+    common = ["model=mlp", "test=false", "logger=none", "trainer.accelerator=cpu"]
+    first = make_config(*common, "trainer.max_epochs=1")
+    train(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
     steps = load_checkpoint(last)["global_step"]
-    train(compose([*common, "trainer.max_epochs=2", switch, f"resume={last}"]))
+    train(make_config(*common, "trainer.max_epochs=2", switch, f"resume={last}"))
     per_epoch = steps if "clip" in switch else -(-steps // 2)
     assert load_checkpoint(last)["global_step"] == steps + per_epoch
