@@ -214,6 +214,9 @@ def main() -> None:
 
     device = torch.device(args.device)
     accelerator = "gpu" if args.device == "cuda" else "cpu"
+    # cuDNN autotuning in every path, as a run has it (`trainer.benchmark`); the first Trainer built in this
+    # process would switch it on for the paths after it anyway.
+    torch.backends.cudnn.benchmark = True
     rows = []
     for name in args.workloads:
         overrides, synthetic, steps_by_device = WORKLOADS[name]

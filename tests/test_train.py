@@ -10,7 +10,7 @@ import torch
 
 from experiments.data import DigitsDataModule
 from experiments.models.classifier import Classifier
-from experiments.train import train
+from experiments.train import pick_benchmark, train
 
 QUICK = ("trainer.max_epochs=2", "logger=none", "trainer.accelerator=cpu")
 
@@ -95,3 +95,9 @@ def test_a_run_with_every_optional_callback_and_the_logger_dropped(make_config, 
     assert metrics["best_checkpoint"] == "" and metrics["test"]["test/acc"] > 0.3
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()  # no default checkpoint in their place
     assert "it/s" not in capsys.readouterr().out  # nor Lightning's default progress bar (items per second)
+
+
+def test_cudnn_autotuning_is_on_unless_the_run_is_deterministic(make_config):
+    assert pick_benchmark(make_config()) is True
+    assert pick_benchmark(make_config("deterministic=true")) is False
+    assert pick_benchmark(make_config("trainer.benchmark=false")) is False

@@ -134,6 +134,7 @@ def _rules() -> dict[str, Callable[[object], str | None]]:
         "trainer.accelerator": _one_of("auto", "cpu", "gpu", "cuda"),
         "trainer.max_epochs": _integer(-1),
         "trainer.max_steps": _integer(-1),
+        "trainer.benchmark": _boolean,
         "trainer.precision": _one_of("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"),
         "trainer.gradient_clip_val": _number(0.0),
         "trainer.accumulate_grad_batches": _integer(1),

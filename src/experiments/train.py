@@ -90,6 +90,7 @@ def train(cfg: DictConfig) -> float:
         enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
         enable_progress_bar=any(isinstance(c, AnyProgressBar) for c in callbacks),
         precision=pick_precision(cfg.trainer),
+        benchmark=pick_benchmark(cfg),
         plugins=[AtomicCheckpointIO()],
     )
 
@@ -157,6 +158,14 @@ def pick_precision(trainer_cfg: DictConfig) -> str:
     if trainer_cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "32-true"
+
+
+def pick_benchmark(cfg: DictConfig) -> bool:
+    """`null`: cuDNN autotuning on, unless the run asks for deterministic kernels (which it would override).
+    Our batches keep one shape from step to step, so each convolution is timed once and its fastest kernel
+    runs every step after; Lightning's default leaves it off."""
+    chosen = cfg.trainer.get("benchmark")
+    return not cfg.deterministic if chosen is None else chosen
 
 
 def print_summary(metrics: dict, output_dir: Path) -> None:
