@@ -55,6 +55,19 @@ def test_convolutions_start_as_identity_on_their_inputs_and_batchnorm_scales_are
     assert group.norm1.eps == 1e-12 and group.norm1.momentum == 0.4
 
 
+def test_batchnorm_stays_float32_when_the_net_is_cast_to_16_bits():
+    net = SpeedrunNet(SPEC, widths=[8, 8, 8]).train().to(torch.bfloat16)
+    norms = {name for name, _ in net.named_modules() if "norm" in name}
+    for name, tensor in [*net.named_parameters(), *net.named_buffers()]:
+        if tensor.is_floating_point():
+            expected = torch.float32 if name.rpartition(".")[0] in norms else torch.bfloat16
+            assert tensor.dtype == expected, name
+    logits = net(correlated_images().to(torch.bfloat16))
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
+    assert net.groups[0].norm1.running_mean.abs().sum() > 0  # the float32 statistics took the bf16 batch in
+    assert net.double().groups[0].norm1.weight.dtype == torch.float64  # wider casts apply as usual
+
+
 def test_test_time_augmentation_weights_sum_to_one():
     net = SpeedrunNet(SPEC, widths=[8, 8, 8]).train()
     net(correlated_images())

@@ -7,7 +7,8 @@
 - Three groups of conv-pool-BN-GELU-conv-BN-GELU; every convolution starts as an identity on its first
   input channels (Dirac), so the untrained net passes its input through and learns corrections.
 - BatchNorm with a high momentum (running statistics follow the fast-changing early net), a tiny eps,
-  and its scale frozen at 1: only the shift is learned.
+  and its scale frozen at 1: only the shift is learned. It stays in float32 when the net is cast to 16
+  bits (`trainer.precision=bf16-true`), as the recipe's own half-precision net keeps it.
 - Global max pooling and a linear head whose logits are scaled down (they start small, not confident).
 - In eval mode, test-time augmentation: the mean of the logits of the image and its mirror, and of
   both shifted by one pixel each way (the shifted pairs weighted half).
@@ -30,13 +31,28 @@ def dirac_init(conv: nn.Conv2d) -> None:
     torch.nn.init.dirac_(conv.weight.data[:n])
 
 
+class FloatBatchNorm(nn.BatchNorm2d):
+    """BatchNorm whose parameters and running statistics stay float32 when the net is cast to 16 bits.
+
+    A 16-bit running variance or shift would round away the small updates late in training (and an eps
+    of 1e-12 is zero in fp16); the kernels normalise 16-bit inputs with float32 parameters directly and
+    return 16-bit outputs, so the rest of the net keeps its 16-bit speed."""
+
+    def _apply(self, fn, recurse: bool = True):
+        def keep_float(tensor: torch.Tensor) -> torch.Tensor:
+            converted = fn(tensor)
+            return converted.float() if converted.dtype in (torch.float16, torch.bfloat16) else converted
+
+        return super()._apply(keep_float, recurse)
+
+
 class ConvGroup(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, bn_momentum: float, pool: bool = True) -> None:
         super().__init__()
         self.pool = pool
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding="same", bias=False)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding="same", bias=False)
-        self.norm1, self.norm2 = (nn.BatchNorm2d(out_channels, eps=1e-12, momentum=bn_momentum) for _ in range(2))
+        self.norm1, self.norm2 = (FloatBatchNorm(out_channels, eps=1e-12, momentum=bn_momentum) for _ in range(2))
         for conv in (self.conv1, self.conv2):
             dirac_init(conv)
         for norm in (self.norm1, self.norm2):
