@@ -139,5 +139,28 @@ def test_the_recipe_trains_end_to_end(make_config, tmp_path):
         "logger=none",
     )
     train(cfg)
-    metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    run = Path(cfg.paths.output_dir)
+    metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 6 and metrics["test"]["test/acc"] > 0.3  # chance is 0.1
+    # Validated once, after the last epoch; no best-model file, the last checkpoint to resume from.
+    assert set(metrics["val"]) == {"val/loss", "val/acc", "val/f1"} and metrics["best_checkpoint"] == ""
+    assert sorted(path.name for path in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+
+
+def test_the_recipe_trains_with_bf16_weights(make_config, tmp_path):
+    fixtures.write_cifar10(tmp_path / "data", per_batch=20, n_test=20)
+    cfg = make_config(
+        "experiment=cifar10_speedrun",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "model.widths=[8,8,8]",
+        "data.batch_size=25",
+        "trainer.max_epochs=2",
+        "trainer.accelerator=cpu",
+        "trainer.precision=bf16-true",
+        "logger=none",
+    )
+    train(cfg)
+    state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert state["net.groups.0.conv1.weight"].dtype == torch.bfloat16
+    assert state["net.groups.0.norm1.running_var"].dtype == torch.float32
+    assert torch.isfinite(state["net.groups.2.norm2.bias"]).all()
