@@ -184,7 +184,8 @@ def bare_lightning_throughput(cfg, data, device: torch.device, precision: str, s
         enable_model_summary=False,
         callbacks=[throughput],
     )
-    trainer.fit(Bare(), train_dataloaders=Batches())
+    with plain_cuda_checks(device):  # as (a) and (b) train
+        trainer.fit(Bare(), train_dataloaders=Batches())
     return throughput.samples_per_second
 
 
