@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from omegaconf import DictConfig
 
 from experiments.callbacks import Lookahead
 from experiments.data.cifar10_speedrun import AlternatingFlipCIFAR10
@@ -126,19 +127,23 @@ def test_lookahead_decay_sets_in_late_with_a_warmup_power():
     assert Lookahead(decay=0.8).decay_at(0) == 0.8
 
 
-def test_the_recipe_trains_end_to_end(make_config, tmp_path):
-    fixtures.write_cifar10(tmp_path / "data", per_batch=100, n_test=100)
+def train_recipe(make_config, tmp_path: Path, images_per_batch: int, *overrides: str) -> DictConfig:
+    """The recipe on the CPU over tiny CIFAR-10 files: the config it ran with."""
+    fixtures.write_cifar10(tmp_path / "data", per_batch=images_per_batch, n_test=images_per_batch)
     cfg = make_config(
         "experiment=cifar10_speedrun",
         f"paths.data_dir={tmp_path / 'data'}",
-        "model.widths=[8,16,16]",
-        "data.batch_size=50",
-        "data.val_size=0.2",
-        "trainer.max_epochs=6",
         "trainer.accelerator=cpu",
         "logger=none",
+        *overrides,
     )
     train(cfg)
+    return cfg
+
+
+def test_the_recipe_trains_end_to_end(make_config, tmp_path):
+    overrides = ("model.widths=[8,16,16]", "data.batch_size=50", "data.val_size=0.2", "trainer.max_epochs=6")
+    cfg = train_recipe(make_config, tmp_path, 100, *overrides)
     run = Path(cfg.paths.output_dir)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 6 and metrics["test"]["test/acc"] > 0.3  # chance is 0.1
@@ -149,18 +154,8 @@ def test_the_recipe_trains_end_to_end(make_config, tmp_path):
 
 
 def test_the_recipe_trains_with_bf16_weights(make_config, tmp_path):
-    fixtures.write_cifar10(tmp_path / "data", per_batch=20, n_test=20)
-    cfg = make_config(
-        "experiment=cifar10_speedrun",
-        f"paths.data_dir={tmp_path / 'data'}",
-        "model.widths=[8,8,8]",
-        "data.batch_size=25",
-        "trainer.max_epochs=2",
-        "trainer.accelerator=cpu",
-        "trainer.precision=bf16-true",
-        "logger=none",
-    )
-    train(cfg)
+    overrides = ("model.widths=[8,8,8]", "data.batch_size=25", "trainer.max_epochs=2", "trainer.precision=bf16-true")
+    cfg = train_recipe(make_config, tmp_path, 20, *overrides)
     state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert state["net.groups.0.conv1.weight"].dtype == torch.bfloat16
     assert state["net.groups.0.norm1.running_var"].dtype == torch.float32
