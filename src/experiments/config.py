@@ -119,6 +119,7 @@ def _rules() -> dict[str, Callable[[object], str | None]]:
         "objective_mode": _one_of("max", "min"),
         "label_smoothing": _number(0.0, 1.0),
         "compile": _boolean,
+        "cuda_graphs": _boolean,
         "deterministic": _boolean,
         "test": _boolean,
         "data.batch_size": _integer(1),
@@ -205,6 +206,8 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"model.pooling={pooling!r} is not allowed for model={cfg.model.name}: use one of {allowed}")
     if cfg.model.get("ngrams", 1) > 1 and not cfg.model.get("ngram_buckets"):
         raise UserError(f"model.ngrams={cfg.model.ngrams} needs hash buckets for the n-grams: set model.ngram_buckets")
+    if cfg.get("compile") and cfg.get("cuda_graphs"):
+        raise UserError("compile=true and cuda_graphs=true do not go together: choose one")
     held_out = cfg.data.get("val_size", 0.0) + cfg.data.get("test_size", 0.0)
     if held_out >= 1.0:
         raise UserError(f"data.val_size + data.test_size = {held_out:g} leaves nothing to train on: keep it below 1")

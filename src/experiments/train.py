@@ -76,6 +76,7 @@ def train(cfg: DictConfig) -> float:
         scheduler=plain(cfg.scheduler),
         label_smoothing=cfg.label_smoothing,
         compile=cfg.compile,
+        cuda_graphs=cfg.cuda_graphs,
     )
     if resumed is not None:
         check_resumable(resumed, model, build_optimizer(model.net, model.hparams.optimizer))

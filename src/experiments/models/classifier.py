@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import MixedPrecision
 from torch import nn
 
+from experiments.models.graphs import GraphedTraining
 from experiments.models.nets import build_net
 from experiments.models.optim import build_optimizer, build_scheduler
 
@@ -112,6 +113,7 @@ class Classifier(L.LightningModule):
         scheduler: dict,
         label_smoothing: float = 0.0,
         compile: bool = False,
+        cuda_graphs: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -120,9 +122,14 @@ class Classifier(L.LightningModule):
         self.tallies = {stage: Tally(spec["num_classes"]) for stage in ("train", "val", "test")}
         self.step_losses: list[tuple[int, torch.Tensor]] = []  # (global step, loss) for the loggers
         self.timed_checkpoints = False  # whether a checkpoint callback saves every n steps or minutes
+        self.graphed_training: GraphedTraining | None = None  # with cuda_graphs, during a fit on one GPU
 
     def setup(self, stage: str) -> None:
-        prepare_net(self.net, self.trainer.strategy.root_device, compile=self.hparams.compile and stage == "fit")
+        device = self.trainer.strategy.root_device
+        prepare_net(self.net, device, compile=self.hparams.compile and stage == "fit")
+        # One GPU only: recording under data parallelism (its gradient hooks, its warm-up) is not covered here.
+        graphs = self.hparams.cuda_graphs and stage == "fit" and device.type == "cuda"
+        self.graphed_training = GraphedTraining(self.net) if graphs and self.trainer.world_size == 1 else None
         # Read by `automatic_optimization` some ten times a step; the run's callbacks stay as they are.
         self.timed_checkpoints = any(
             isinstance(c, ModelCheckpoint) and (c._every_n_train_steps > 0 or c._train_time_interval is not None)
@@ -130,7 +137,12 @@ class Classifier(L.LightningModule):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.graphed_training is not None and self.training:
+            return self.graphed_training(x)
         return self.net(x)
+
+    def on_train_end(self) -> None:
+        self.graphed_training = None  # its graphs hold their own memory; the test runs eagerly
 
     def on_fit_start(self) -> None:
         # A net may set something from the training data before the first step (the naive-Bayes feature

@@ -1,0 +1,78 @@
+"""CUDA graphs for training steps: which calls replay the graph, and what recording leaves behind.
+
+Recording needs a GPU; here a stand-in for `torch.cuda.make_graphed_callables` does what it does to the
+module (warm-up forwards in training mode, then `net.forward` replaced by the graph), so the rest of
+the logic runs as it does on a GPU. The GPU runs themselves are in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from experiments.config import UserError, validate
+from experiments.models.graphs import GraphedTraining
+from experiments.models.nets import build_net
+
+SPEC = {"kind": "image", "shape": [3, 8, 8], "num_classes": 10}
+
+
+class StandIn:
+    """Records nothing: runs the warm-up forwards and marks which calls the 'graph' served."""
+
+    def __init__(self) -> None:
+        self.replayed: list[torch.Size] = []
+
+    def __call__(self, net: torch.nn.Module, sample_args: tuple[torch.Tensor, ...]) -> None:
+        eager = net.forward
+        for _ in range(3):
+            net(*sample_args)
+
+        def graph(x: torch.Tensor) -> torch.Tensor:
+            self.replayed.append(x.shape)
+            return eager(x)
+
+        net.forward = graph
+
+
+def batches(*sizes: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randn(n, *SPEC["shape"], generator=generator) for n in sizes]
+
+
+def test_full_size_training_batches_replay_the_graph_and_the_rest_run_eagerly():
+    net = build_net({"name": "cnn", "channels": [4], "batch_norm": True}, SPEC)
+    record = StandIn()
+    graphed = GraphedTraining(net, record)
+    first, second, last = batches(16, 16, 5)
+    for x in (first, second, last):
+        assert graphed(x).shape == (len(x), 10)
+    assert record.replayed == [first.shape, second.shape]  # the smaller last batch of an epoch: eagerly
+    net.eval()
+    graphed(first)
+    assert len(record.replayed) == 2  # evaluation: eagerly
+    assert "forward" not in vars(net)  # the module keeps its own forward
+
+
+def test_recording_leaves_the_running_statistics_as_one_eager_step_would():
+    eager_net = build_net({"name": "cnn", "channels": [4], "batch_norm": True}, SPEC)
+    net = build_net({"name": "cnn", "channels": [4], "batch_norm": True}, SPEC)
+    net.load_state_dict(eager_net.state_dict())
+    (x,) = batches(16)
+    eager_net(x)
+    GraphedTraining(net, StandIn())(x)  # three warm-up forwards, then the step itself
+    for (name, ours), theirs in zip(net.state_dict().items(), eager_net.state_dict().values(), strict=True):
+        assert torch.equal(ours, theirs), name
+
+
+def test_the_speedrun_net_is_whitened_once_by_the_recording(tmp_path):
+    net = build_net({"name": "speedrun", "widths": [8, 8, 8]}, SPEC)
+    (x,) = batches(16)
+    GraphedTraining(net, StandIn())(x)
+    assert bool(net.whitened)  # fitted on the batch during the warm-up, and kept (not put back)
+
+
+def test_compile_and_cuda_graphs_together_are_refused(make_config):
+    cfg = make_config("compile=true", "cuda_graphs=true")
+    with pytest.raises(UserError, match="compile=true and cuda_graphs=true"):
+        validate(cfg)
