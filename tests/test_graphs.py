@@ -54,6 +54,13 @@ def test_full_size_training_batches_replay_the_graph_and_the_rest_run_eagerly():
     assert "forward" not in vars(net)  # the module keeps its own forward
 
 
+def test_evaluation_before_training_records_nothing():
+    net = build_net({"name": "cnn", "channels": [4], "batch_norm": True}, SPEC).eval()
+    graphed = GraphedTraining(net, StandIn())
+    graphed(*batches(16))  # a sanity check's validation batch, before the first training step
+    assert graphed.graphed is None and "forward" not in vars(net)
+
+
 def test_recording_leaves_the_running_statistics_as_one_eager_step_would():
     eager_net = build_net({"name": "cnn", "channels": [4], "batch_norm": True}, SPEC)
     net = build_net({"name": "cnn", "channels": [4], "batch_norm": True}, SPEC)
@@ -65,7 +72,7 @@ def test_recording_leaves_the_running_statistics_as_one_eager_step_would():
         assert torch.equal(ours, theirs), name
 
 
-def test_the_speedrun_net_is_whitened_once_by_the_recording(tmp_path):
+def test_the_speedrun_net_is_whitened_once_by_the_recording():
     net = build_net({"name": "speedrun", "widths": [8, 8, 8]}, SPEC)
     (x,) = batches(16)
     GraphedTraining(net, StandIn())(x)

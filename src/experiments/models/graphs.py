@@ -35,21 +35,24 @@ class GraphedTraining:
         self.shape: torch.Size | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.net.training:  # evaluation (the sanity check comes first): never recorded
+            return self.net(x)
         if self.graphed is None:
             self._record(x)
-        if x.shape == self.shape and self.net.training:
-            return self.graphed(x)
-        return self.net(x)
+        return self.graphed(x) if x.shape == self.shape else self.net(x)
 
     def _record(self, x: torch.Tensor) -> None:
-        norms = [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
-        statistics = [{name: b.clone() for name, b in m.named_buffers(recurse=False)} for m in norms]
+        statistics = [
+            (buffer, buffer.clone())
+            for module in self.net.modules()
+            if isinstance(module, nn.modules.batchnorm._NormBase)
+            for buffer in module.buffers(recurse=False)
+        ]
         self.record(self.net, (x.detach().clone(),))
         # make_graphed_callables made `net.forward` the graph; the module keeps its own forward (for
         # the other shapes and for evaluation), the graph is called from here.
         self.graphed, self.shape = self.net.forward, x.shape
         del self.net.forward
         with torch.no_grad():
-            for norm, saved in zip(norms, statistics, strict=True):
-                for name, value in saved.items():
-                    getattr(norm, name).copy_(value)
+            for buffer, saved in statistics:
+                buffer.copy_(saved)
