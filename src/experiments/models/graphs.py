@@ -9,8 +9,9 @@ A graph replays fixed shapes on fixed memory: it serves the training batches of 
 recorded with (all but an epoch's last, smaller one, which runs eagerly), on the parameters it was
 recorded on (optimiser steps and loaded checkpoints change them in place, which it sees). It is
 recorded at the first training batch of each fit, on the running net; the recording runs the net a few
-times in training mode, so the normalisation layers' running statistics are put back afterwards: the
-run then goes on exactly as it would eagerly.
+times in training mode, so the normalisation layers' running statistics and the GPU's random state
+(dropout draws from it) are put back afterwards: the run then goes on exactly as it would eagerly, and
+a resumed run as the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class GraphedTraining:
             if isinstance(module, nn.modules.batchnorm._NormBase)
             for buffer in module.buffers(recurse=False)
         ]
+        random_state = torch.cuda.get_rng_state(x.device) if x.is_cuda else None
         self.record(self.net, (x.detach().clone(),))
         # make_graphed_callables made `net.forward` the graph; the module keeps its own forward (for
         # the other shapes and for evaluation), the graph is called from here.
@@ -56,3 +58,5 @@ class GraphedTraining:
         with torch.no_grad():
             for buffer, saved in statistics:
                 buffer.copy_(saved)
+        if random_state is not None:  # the warm-up's dropout drew numbers the run must still draw
+            torch.cuda.set_rng_state(random_state, x.device)
