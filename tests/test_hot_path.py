@@ -17,6 +17,8 @@ from experiments.data import DigitsDataModule
 from experiments.models.classifier import Classifier, Tally, prepare_net
 from experiments.models.nets import build_net
 from experiments.models.optim import build_optimizer
+from experiments.recovery import LastCheckpoint
+from experiments.recovery import ModelCheckpoint as KeyedOnce
 
 NET = {"name": "mlp", "width": 32, "depth": 1}
 ADAMW = {"name": "adamw", "lr": 0.01, "weight_decay": 0.01}
@@ -148,3 +150,16 @@ def test_checkpoints_every_n_steps_or_minutes_are_left_to_lightning(trigger, tmp
     assert model.automatic_optimization
     assert not [w for w in caught if "pre-optimization" in str(w.message)]
     assert len(list(tmp_path.glob("*.ckpt"))) >= trainer.num_training_batches // 5  # saved within the epoch
+
+
+def test_checkpoint_state_keys_are_lightnings_computed_once(tmp_path):
+    settings = {"dirpath": tmp_path, "monitor": "val/acc", "mode": "max", "every_n_epochs": 2}
+    ours, lightnings = KeyedOnce(**settings), ModelCheckpoint(**settings)
+    assert ours.state_key == lightnings.state_key  # a checkpoint written with either resumes with the other
+    last = LastCheckpoint(dirpath=str(tmp_path), every_n_train_steps=5)
+    expected = last._generate_state_key(
+        monitor=None, mode="min", every_n_train_steps=0, every_n_epochs=1, train_time_interval=None
+    )
+    for callback in (ours, last):
+        callback._generate_state_key = None  # not called again: the key was computed in __init__
+    assert last.state_key == expected and ours.state_key == lightnings.state_key

@@ -10,7 +10,8 @@ import torch
 
 from experiments.data import DigitsDataModule
 from experiments.models.classifier import Classifier
-from experiments.train import pick_benchmark, train
+from experiments.profiler import NoProfiler
+from experiments.train import pick_benchmark, pick_profiler, train
 
 QUICK = ("trainer.max_epochs=2", "logger=none", "trainer.accelerator=cpu")
 
@@ -101,3 +102,11 @@ def test_cudnn_autotuning_is_on_unless_the_run_is_deterministic(make_config):
     assert pick_benchmark(make_config()) is True
     assert pick_benchmark(make_config("deterministic=true")) is False
     assert pick_benchmark(make_config("trainer.benchmark=false")) is False
+
+
+def test_runs_profile_nothing_at_next_to_no_cost_unless_asked(make_config):
+    assert isinstance(pick_profiler(make_config().trainer), NoProfiler)
+    assert pick_profiler(make_config("debug=profiler").trainer) == "simple"
+    profiler = NoProfiler()
+    with profiler.profile("run_training_batch"), profiler.profile("[LightningModule]Classifier.training_step"):
+        pass  # nested, as Lightning's hook calls are

@@ -3,6 +3,8 @@
 - `LastCheckpoint` writes `checkpoints/last.ckpt` every `every_n_train_steps` steps, at every epoch end, and
   when SIGINT or SIGTERM asks the run to stop; it carries the random number generators' states, so a resumed
   run draws the same dropout masks and augmentations as one that was never interrupted.
+- `ModelCheckpoint` (the best-model one) is Lightning's, with its state key computed once, not a few times
+  a step; `LastCheckpoint` builds on it.
 - `AtomicCheckpointIO` writes each checkpoint under a temporary name beside it and renames it when complete
   (Lightning's own writer finishes with a copy from the system's temporary folder, in place), and loads
   checkpoints with `weights_only=True` only.
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch import callbacks
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
@@ -87,6 +89,21 @@ def restore_rng_states(states: dict) -> None:
     random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class ModelCheckpoint(callbacks.ModelCheckpoint):
+    """Lightning's ModelCheckpoint, with its `state_key` computed once. Lightning names each callback by its
+    key around each of its hook calls, ten times a step for our two checkpoint callbacks, and
+    ModelCheckpoint builds its key anew each time from settings that never change after `__init__` (5 us a
+    time on a 2-core Xeon). The same class name keeps the key itself, so older checkpoints resume."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._state_key = super().state_key
+
+    @property
+    def state_key(self) -> str:
+        return self._state_key
 
 
 class LastCheckpoint(ModelCheckpoint):
