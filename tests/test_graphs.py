@@ -83,3 +83,16 @@ def test_compile_and_cuda_graphs_together_are_refused(make_config):
     cfg = make_config("compile=true", "cuda_graphs=true")
     with pytest.raises(UserError, match="compile=true and cuda_graphs=true"):
         validate(cfg)
+
+
+def test_a_net_that_cannot_be_recorded_is_one_line_naming_the_switch():
+    def record(net, sample_args):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nCUDA kernel errors ...")
+
+    graphed = GraphedTraining(build_net({"name": "mlp", "width": 8, "depth": 1}, SPEC), record)
+    with pytest.raises(
+        UserError,
+        match=r"cannot be recorded .*\(CUDA error: operation not permitted when stream is "
+        r"capturing\); train it with cuda_graphs=false$",
+    ):
+        graphed(*batches(4))

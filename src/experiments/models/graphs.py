@@ -21,6 +21,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from experiments.config import UserError
+
 
 class GraphedTraining:
     """`net(x)` for training batches, replayed from a CUDA graph recorded at the first call.
@@ -50,7 +52,14 @@ class GraphedTraining:
             for buffer in module.buffers(recurse=False)
         ]
         random_state = torch.cuda.get_rng_state(x.device) if x.is_cuda else None
-        self.record(self.net, (x.detach().clone(),))
+        try:
+            self.record(self.net, (x.detach().clone(),))
+        except RuntimeError as error:  # e.g. a host sync in the net's step (sparse gradients), barred from graphs
+            reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+            raise UserError(
+                f"cuda_graphs=true: this net cannot be recorded as a CUDA graph ({reason}); "
+                "train it with cuda_graphs=false"
+            ) from error
         # make_graphed_callables made `net.forward` the graph; the module keeps its own forward (for
         # the other shapes and for evaluation), the graph is called from here.
         self.graphed, self.shape = self.net.forward, x.shape
