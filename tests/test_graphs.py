@@ -43,7 +43,7 @@ def batches(*sizes: int) -> list[torch.Tensor]:
 def test_full_size_training_batches_replay_the_graph_and_the_rest_run_eagerly():
     net = build_net({"name": "cnn", "channels": [4], "batch_norm": True}, SPEC)
     record = StandIn()
-    graphed = GraphedTraining(net, record)
+    graphed = GraphedTraining(net, record=record)
     first, second, last = batches(16, 16, 5)
     for x in (first, second, last):
         assert graphed(x).shape == (len(x), 10)
@@ -54,9 +54,19 @@ def test_full_size_training_batches_replay_the_graph_and_the_rest_run_eagerly():
     assert "forward" not in vars(net)  # the module keeps its own forward
 
 
+def test_a_resumed_run_starting_on_a_smaller_last_batch_records_at_the_next_full_one():
+    net = build_net({"name": "cnn", "channels": [4], "batch_norm": True}, SPEC)
+    record = StandIn()
+    graphed = GraphedTraining(net, batch_size=16, record=record)
+    last, first, second = batches(5, 16, 16)  # the end of an epoch, then the next one
+    for x in (last, first, second):
+        graphed(x)
+    assert graphed.shape == first.shape and record.replayed == [first.shape, second.shape]
+
+
 def test_evaluation_before_training_records_nothing():
     net = build_net({"name": "cnn", "channels": [4], "batch_norm": True}, SPEC).eval()
-    graphed = GraphedTraining(net, StandIn())
+    graphed = GraphedTraining(net, record=StandIn())
     graphed(*batches(16))  # a sanity check's validation batch, before the first training step
     assert graphed.graphed is None and "forward" not in vars(net)
 
@@ -67,7 +77,7 @@ def test_recording_leaves_the_running_statistics_as_one_eager_step_would():
     net.load_state_dict(eager_net.state_dict())
     (x,) = batches(16)
     eager_net(x)
-    GraphedTraining(net, StandIn())(x)  # three warm-up forwards, then the step itself
+    GraphedTraining(net, record=StandIn())(x)  # three warm-up forwards, then the step itself
     for (name, ours), theirs in zip(net.state_dict().items(), eager_net.state_dict().values(), strict=True):
         assert torch.equal(ours, theirs), name
 
@@ -75,7 +85,7 @@ def test_recording_leaves_the_running_statistics_as_one_eager_step_would():
 def test_the_speedrun_net_is_whitened_once_by_the_recording():
     net = build_net({"name": "speedrun", "widths": [8, 8, 8]}, SPEC)
     (x,) = batches(16)
-    GraphedTraining(net, StandIn())(x)
+    GraphedTraining(net, record=StandIn())(x)
     assert bool(net.whitened)  # fitted on the batch during the warm-up, and kept (not put back)
 
 
@@ -89,7 +99,7 @@ def test_a_net_that_cannot_be_recorded_is_one_line_naming_the_switch():
     def record(net, sample_args):
         raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nCUDA kernel errors ...")
 
-    graphed = GraphedTraining(build_net({"name": "mlp", "width": 8, "depth": 1}, SPEC), record)
+    graphed = GraphedTraining(build_net({"name": "mlp", "width": 8, "depth": 1}, SPEC), record=record)
     with pytest.raises(
         UserError,
         match=r"cannot be recorded .*\(CUDA error: operation not permitted when stream is "

@@ -130,7 +130,9 @@ class Classifier(L.LightningModule):
         prepare_net(self.net, device, compile=self.hparams.compile and stage == "fit")
         # One GPU only: recording under data parallelism (its gradient hooks, its warm-up) is not covered here.
         graphs = self.hparams.cuda_graphs and stage == "fit" and device.type == "cuda"
-        self.graphed_training = GraphedTraining(self.net) if graphs and self.trainer.world_size == 1 else None
+        batch_size = getattr(self.trainer.datamodule, "batch_size", None)
+        one_gpu = graphs and self.trainer.world_size == 1
+        self.graphed_training = GraphedTraining(self.net, batch_size) if one_gpu else None
         # Read by `automatic_optimization` some ten times a step; the run's callbacks stay as they are.
         self.timed_checkpoints = any(
             isinstance(c, ModelCheckpoint) and (c._every_n_train_steps > 0 or c._train_time_interval is not None)

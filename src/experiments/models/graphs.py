@@ -8,7 +8,8 @@ graph records the kernels of the forward and of the backward once and replays ea
 A graph replays fixed shapes on fixed memory: it serves the training batches of the size it was
 recorded with (all but an epoch's last, smaller one, which runs eagerly), on the parameters it was
 recorded on (optimiser steps and loaded checkpoints change them in place, which it sees). It is
-recorded at the first training batch of each fit, on the running net; the recording runs the net a few
+recorded at the first full-size training batch of each fit (a run resumed just before an epoch's last
+batch starts with a smaller one), on the running net; the recording runs the net a few
 times in training mode, so the normalisation layers' running statistics and the GPU's random state
 (dropout draws from it) are put back afterwards: the run then goes on exactly as it would eagerly, and
 a resumed run as the uninterrupted one.
@@ -27,12 +28,16 @@ from experiments.config import UserError
 class GraphedTraining:
     """`net(x)` for training batches, replayed from a CUDA graph recorded at the first call.
 
-    Any other batch shape, and the net in eval mode, run eagerly. `record` is
+    Any other batch shape, and the net in eval mode, run eagerly. `batch_size`: the size of a full
+    training batch, the one recorded (None: whatever the first training batch has). `record` is
     `torch.cuda.make_graphed_callables`, or a stand-in for the tests on a CPU.
     """
 
-    def __init__(self, net: nn.Module, record: Callable = torch.cuda.make_graphed_callables) -> None:
+    def __init__(
+        self, net: nn.Module, batch_size: int | None = None, record: Callable = torch.cuda.make_graphed_callables
+    ) -> None:
         self.net = net
+        self.batch_size = batch_size
         self.record = record
         self.graphed: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.shape: torch.Size | None = None
@@ -41,6 +46,8 @@ class GraphedTraining:
         if not self.net.training:  # evaluation (the sanity check comes first): never recorded
             return self.net(x)
         if self.graphed is None:
+            if self.batch_size is not None and len(x) != self.batch_size:
+                return self.net(x)
             self._record(x)
         return self.graphed(x) if x.shape == self.shape else self.net(x)
 
