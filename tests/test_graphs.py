@@ -7,11 +7,13 @@ the logic runs as it does on a GPU. The GPU runs themselves are in docs/benchmar
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from experiments.config import UserError, validate
-from experiments.models.graphs import GraphedTraining
+from experiments.models.graphs import GraphedTraining, graphed_training_for
 from experiments.models.nets import build_net
 
 SPEC = {"kind": "image", "shape": [3, 8, 8], "num_classes": 10}
@@ -106,3 +108,29 @@ def test_a_net_that_cannot_be_recorded_is_one_line_naming_the_switch():
         r"capturing\); train it with cuda_graphs=false$",
     ):
         graphed(*batches(4))
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory"), RuntimeError("mat1 and mat2 shapes")])
+def test_other_errors_while_recording_keep_their_traceback(error):
+    def record(net, sample_args):
+        raise error
+
+    graphed = GraphedTraining(build_net({"name": "mlp", "width": 8, "depth": 1}, SPEC), record=record)
+    with pytest.raises(type(error)) as raised:
+        graphed(*batches(4))
+    assert raised.value is error
+
+
+def test_a_fit_on_one_gpu_records_the_data_modules_batch_size_and_nothing_else_records():
+    data = SimpleNamespace(batch_size=64)
+
+    def trainer(device: str, world_size: int = 1, datamodule=data):
+        return SimpleNamespace(
+            strategy=SimpleNamespace(root_device=torch.device(device)), world_size=world_size, datamodule=datamodule
+        )
+
+    net = build_net({"name": "mlp", "width": 8, "depth": 1}, SPEC)
+    assert graphed_training_for(net, trainer("cuda")).batch_size == 64
+    assert graphed_training_for(net, trainer("cuda", datamodule=None)).batch_size is None  # its first batch's
+    assert graphed_training_for(net, trainer("cpu")) is None
+    assert graphed_training_for(net, trainer("cuda", world_size=2)) is None

@@ -40,6 +40,11 @@ class UserError(Exception):
     """Bad input from the user: reported as one line with exit code 2, never as a traceback."""
 
 
+def first_line(text: str) -> str:
+    """An error message's first non-blank line: what a one-line report shows of it."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
 # Not bugs but the machine's state: a folder the user cannot write to, a full disk.
 ENVIRONMENT_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 

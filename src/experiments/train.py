@@ -21,7 +21,7 @@ import time
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -30,8 +30,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from experiments.config import ENVIRONMENT_ERRORS, config_dir, is_user_error, validate
+from experiments.config import ENVIRONMENT_ERRORS, config_dir, first_line, is_user_error, validate
 from experiments.sweep import run_job
+
+if TYPE_CHECKING:
+    from experiments.profiler import NoProfiler
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +173,7 @@ def pick_benchmark(cfg: DictConfig) -> bool:
     return not cfg.deterministic if chosen is None else chosen
 
 
-def pick_profiler(trainer_cfg: DictConfig):
+def pick_profiler(trainer_cfg: DictConfig) -> str | DictConfig | NoProfiler:
     """The run's profiler (`simple`, `advanced`, ...), or none: one that records nothing at less cost per hook
     call than Lightning's default (see profiler.py)."""
     chosen = trainer_cfg.get("profiler")
@@ -240,10 +243,6 @@ def describe(error: BaseException) -> str:
     if isinstance(error, InstantiationException) and cause is not None:
         error = cause
     return first_line(str(error)) or type(error).__name__
-
-
-def first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
 def exit_for_user_error(error: BaseException) -> NoReturn:

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import MixedPrecision
 from torch import nn
 
-from experiments.models.graphs import GraphedTraining
+from experiments.models.graphs import GraphedTraining, graphed_training_for
 from experiments.models.nets import build_net
 from experiments.models.optim import build_optimizer, build_scheduler
 
@@ -128,11 +128,8 @@ class Classifier(L.LightningModule):
     def setup(self, stage: str) -> None:
         device = self.trainer.strategy.root_device
         prepare_net(self.net, device, compile=self.hparams.compile and stage == "fit")
-        # One GPU only: recording under data parallelism (its gradient hooks, its warm-up) is not covered here.
-        graphs = self.hparams.cuda_graphs and stage == "fit" and device.type == "cuda"
-        batch_size = getattr(self.trainer.datamodule, "batch_size", None)
-        one_gpu = graphs and self.trainer.world_size == 1
-        self.graphed_training = GraphedTraining(self.net, batch_size) if one_gpu else None
+        graphs = self.hparams.cuda_graphs and stage == "fit"
+        self.graphed_training = graphed_training_for(self.net, self.trainer) if graphs else None
         # Read by `automatic_optimization` some ten times a step; the run's callbacks stay as they are.
         self.timed_checkpoints = any(
             isinstance(c, ModelCheckpoint) and (c._every_n_train_steps > 0 or c._train_time_interval is not None)
@@ -284,6 +281,6 @@ class Classifier(L.LightningModule):
 
 
 # Lightning reads `training_step`'s signature at every step, to see whether it takes `batch_idx`; `inspect`
-# answers from `__signature__` when a function has one instead of building it anew (0.05 ms a step on a
-# 2-core Xeon, 2-3 % of a small MLP's step).
+# answers from `__signature__` when a function has one instead of building it anew (7-11 us against 19-32 us
+# a step on a 2-core Xeon: benchmarks/hook_overhead.py).
 Classifier.training_step.__signature__ = inspect.signature(Classifier.training_step)

@@ -22,13 +22,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from experiments.config import UserError
+from experiments.config import UserError, first_line
 
 
 class GraphedTraining:
-    """`net(x)` for training batches, replayed from a CUDA graph recorded at the first call.
+    """`net(x)` for training batches, replayed from a CUDA graph recorded at the first full-size one.
 
-    Any other batch shape, and the net in eval mode, run eagerly. `batch_size`: the size of a full
+    Any other batch shape, and the net in eval mode, run eagerly (a training split smaller than one
+    batch is never recorded). `batch_size`: the size of a full
     training batch, the one recorded (None: whatever the first training batch has). `record` is
     `torch.cuda.make_graphed_callables`, or a stand-in for the tests on a CPU.
     """
@@ -61,8 +62,12 @@ class GraphedTraining:
         random_state = torch.cuda.get_rng_state(x.device) if x.is_cuda else None
         try:
             self.record(self.net, (x.detach().clone(),))
-        except RuntimeError as error:  # e.g. a host sync in the net's step (sparse gradients), barred from graphs
-            reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        except RuntimeError as error:
+            # Only what the capture refuses (a host sync in the net's step, as sparse gradients make) is the
+            # user's to switch off; running out of memory, or a bug in the net, stays an error with its traceback.
+            if "captur" not in str(error) or isinstance(error, torch.OutOfMemoryError):
+                raise
+            reason = first_line(str(error))
             raise UserError(
                 f"cuda_graphs=true: this net cannot be recorded as a CUDA graph ({reason}); "
                 "train it with cuda_graphs=false"
@@ -76,3 +81,11 @@ class GraphedTraining:
                 buffer.copy_(saved)
         if random_state is not None:  # the warm-up's dropout drew numbers the run must still draw
             torch.cuda.set_rng_state(random_state, x.device)
+
+
+def graphed_training_for(net: nn.Module, trainer) -> GraphedTraining | None:
+    """The graphed net for a fit on one GPU, recording batches of the data module's size; None on a CPU and
+    under data parallelism (recording with its gradient hooks and warm-up is not covered here)."""
+    if trainer.strategy.root_device.type != "cuda" or trainer.world_size != 1:
+        return None
+    return GraphedTraining(net, batch_size=getattr(trainer.datamodule, "batch_size", None))
