@@ -34,3 +34,21 @@ def test_startup_separates_imports_from_the_rest():
     imports = float(re.search(r"imports\s*: (\S+) s", out).group(1))
     rest = float(re.search(r"everything else\s*: (\S+) s", out).group(1))
     assert 0 < rest < total and abs(total - imports - rest) < 0.02
+
+
+def test_hook_overhead_counts_and_times_both_versions():
+    out = run_script(
+        "benchmarks/hook_overhead.py",
+        "data=mnist",
+        "model=mlp",
+        "model.width=8",
+        "model.depth=1",
+        "data.batch_size=16",
+        "trainer.limit_train_batches=40",
+    )
+    contexts, keys = (
+        int(n) for n in re.search(r"per step[^:]*: (\d+) profiler contexts, (\d+) checkpoint", out).groups()
+    )
+    assert contexts > 20 and keys >= 10  # two checkpoint callbacks, five hooks a step each, and the epoch's end
+    assert len(re.findall(r"Lightning's +[\d.]+ us +the project's +[\d.]+ us a call", out)) == 3
+    assert re.search(r"\(20 new, 19 old steps\): the project's [\d.]+ ms, with Lightning's defaults [\d.]+ ms", out)
