@@ -108,5 +108,7 @@ def test_runs_profile_nothing_at_next_to_no_cost_unless_asked(make_config):
     assert isinstance(pick_profiler(make_config().trainer), NoProfiler)
     assert pick_profiler(make_config("debug=profiler").trainer) == "simple"
     profiler = NoProfiler()
+    # One shared context for every hook call, where Lightning's default builds a new one each time.
+    assert profiler.profile("run_training_batch") is profiler.profile("[LightningModule]Classifier.training_step")
     with profiler.profile("run_training_batch"), profiler.profile("[LightningModule]Classifier.training_step"):
-        pass  # nested, as Lightning's hook calls are
+        pass  # and it nests, as Lightning's hook calls do
