@@ -29,9 +29,9 @@ class GraphedTraining:
     """`net(x)` for training batches, replayed from a CUDA graph recorded at the first full-size one.
 
     Any other batch shape, and the net in eval mode, run eagerly (a training split smaller than one
-    batch is never recorded). `batch_size`: the size of a full
-    training batch, the one recorded (None: whatever the first training batch has). `record` is
-    `torch.cuda.make_graphed_callables`, or a stand-in for the tests on a CPU.
+    batch is never recorded). `batch_size`: the size of a full training batch, the one recorded (None:
+    whatever the first training batch has). `record` is `torch.cuda.make_graphed_callables`, or a
+    stand-in for the tests on a CPU.
     """
 
     def __init__(
@@ -46,11 +46,9 @@ class GraphedTraining:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.net.training:  # evaluation (the sanity check comes first): never recorded
             return self.net(x)
-        if self.graphed is None:
-            if self.batch_size is not None and len(x) != self.batch_size:
-                return self.net(x)
+        if self.graphed is None and self.batch_size in (None, len(x)):
             self._record(x)
-        return self.graphed(x) if x.shape == self.shape else self.net(x)
+        return self.graphed(x) if x.shape == self.shape else self.net(x)  # (no shape before the recording)
 
     def _record(self, x: torch.Tensor) -> None:
         statistics = [
