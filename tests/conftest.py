@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -18,6 +19,21 @@ os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the CLI subprocesses
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def root_logger_as_it_was():
+    """A run started in-process through `main()` sets up Hydra's job logging, whose console handler writes to
+    that test's captured stderr: the root logger gets its own handlers back after each test, so that a later
+    test does not log into a closed stream ("--- Logging error ---" in its captured output)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
