@@ -55,6 +55,10 @@ BAD_CONFIGS = [
         "callbacks.last_checkpoint.every_n_train_steps=-5",
         "callbacks.last_checkpoint.every_n_train_steps=-5 is not allowed: it must be an integer >= 0",
     ),
+    (
+        "callbacks.last_checkpoint.every_n_epochs=0",
+        "callbacks.last_checkpoint.every_n_epochs=0 is not allowed: it must be an integer >= 1",
+    ),
     ("resume=no/such/run", "resume=no/such/run: no checkpoint at"),
 ]
 

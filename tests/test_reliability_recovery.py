@@ -389,3 +389,55 @@ def test_a_run_resumed_with_clipping_or_accumulation_goes_on_from_its_step(make_
     train(make_config(*common, "trainer.max_epochs=2", switch, f"resume={last}"))
     per_epoch = steps if "clip" in switch else -(-steps // 2)
     assert load_checkpoint(last)["global_step"] == steps + per_epoch
+
+
+EPOCH_ENDS = (
+    "model=mlp",
+    "deterministic=true",
+    "trainer.accelerator=cpu",
+    "trainer.check_val_every_n_epoch=2",
+    "callbacks.last_checkpoint.every_n_train_steps=0",
+    "test=false",
+    "logger=none",
+)
+
+
+@pytest.mark.parametrize(("every_n_epochs", "saved_after_epochs"), [(1, [1, 2, 3]), (2, [2, 3])])
+def test_the_last_checkpoint_is_saved_at_epoch_ends_that_do_not_validate_too(
+    make_config, monkeypatch, every_n_epochs, saved_after_epochs
+):
+    # Lightning's ModelCheckpoint saves after validations instead of at epoch ends whenever validation is not
+    # every epoch; `every_n_epochs` thins the saves out, and the end of training is saved whatever it is.
+    import experiments.recovery as recovery
+    from experiments.train import train
+
+    save, saved = recovery.AtomicCheckpointIO.save_checkpoint, []
+
+    def recording(self, checkpoint, path, storage_options=None):
+        saved.append((Path(path).name, checkpoint["global_step"]))
+        return save(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(recovery.AtomicCheckpointIO, "save_checkpoint", recording)
+    cfg = make_config(*EPOCH_ENDS, "trainer.max_epochs=3", f"callbacks.last_checkpoint.every_n_epochs={every_n_epochs}")
+    train(cfg)
+    per_epoch = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["global_steps"] // 3
+    best = [step for name, step in saved if name != "last.ckpt"]
+    assert best == [2 * per_epoch]  # the best-model file, after the one validation
+    assert [step for name, step in saved if name == "last.ckpt"] == [e * per_epoch for e in saved_after_epochs]
+
+
+def test_a_run_resumed_from_the_save_at_the_end_of_training_goes_on_exactly(tmp_path):
+    # With every_n_epochs=2 and 3 epochs, the last save comes from the end of training, not from an epoch end.
+    from experiments.config import compose
+    from experiments.train import train
+
+    common = [*EPOCH_ENDS, "callbacks.last_checkpoint.every_n_epochs=2", "scheduler=constant"]  # (3 or 4 epochs)
+    train(compose([*common, "trainer.max_epochs=4", f"paths.output_dir={tmp_path / 'whole'}"]))
+    train(compose([*common, "trainer.max_epochs=3", f"paths.output_dir={tmp_path / 'cut'}"]))
+    last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
+    cut_at = load_checkpoint(last)["global_step"]
+    train(compose([*common, "trainer.max_epochs=4", f"paths.output_dir={tmp_path / 'cut'}", f"resume={last}"]))
+    whole, resumed = (load_checkpoint(tmp_path / r / "checkpoints" / "last.ckpt") for r in ("whole", "cut"))
+    assert cut_at * 4 == whole["global_step"] * 3 == resumed["global_step"] * 3  # saved after epoch 3, then 4
+    for key, value in whole["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=0)

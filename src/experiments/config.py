@@ -184,6 +184,7 @@ def _rules() -> dict[str, Callable[[object], str | None]]:
         "scheduler.end_fraction": _number(0.0, 1.0, low_inclusive=False),
         "scheduler.cycle_momentum": _boolean,
         "callbacks.last_checkpoint.every_n_train_steps": _integer(0),
+        "callbacks.last_checkpoint.every_n_epochs": _integer(1),
     }
 
 

@@ -109,12 +109,13 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
 
 class LastCheckpoint(ModelCheckpoint):
     """`last.ckpt`, what `resume=<run dir>` continues from: every `every_n_train_steps` steps (0: never
-    mid-epoch), at every epoch end, and when a stop signal arrived. Listed after the best-model checkpoint,
-    so it records that one's state too."""
+    mid-epoch), at the end of every `every_n_epochs`-th epoch, when training ends, and when a stop signal
+    arrived. Listed after the best-model checkpoint, so it records that one's state too."""
 
-    def __init__(self, dirpath: str, every_n_train_steps: int = 0) -> None:
+    def __init__(self, dirpath: str, every_n_train_steps: int = 0, every_n_epochs: int = 1) -> None:
         super().__init__(dirpath=dirpath, monitor=None, save_top_k=0, save_last=True, enable_version_counter=False)
         self.every_n_steps = every_n_train_steps
+        self.epochs_between_saves = every_n_epochs
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning's own SIGTERM handler would stop in the middle of a validation, without a checkpoint.
@@ -131,21 +132,26 @@ class LastCheckpoint(ModelCheckpoint):
         if _stop_requests and not epoch_ends:
             self._stop(trainer)
 
-    # The epoch-end save: after validation when one runs, else at the training epoch's end. (ModelCheckpoint's own
-    # writes last.ckpt only beside a best-model file, and this one keeps none.)
+    # The epoch-end save. Lightning validates before this hook, so the file holds this epoch's validation, best
+    # model and early-stopping states too. (Lightning's ModelCheckpoint saves at the end of a validation
+    # instead whenever validation is not every epoch, which would leave the epochs between unsaved.)
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._should_save_on_train_epoch_end(trainer):
-            self._epoch_end(trainer)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking and not self._should_save_on_train_epoch_end(trainer):
-            self._epoch_end(trainer)
-
-    def _epoch_end(self, trainer: L.Trainer) -> None:
-        if not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if (trainer.current_epoch + 1) % self.epochs_between_saves == 0:
+            self._save_unless_saved(trainer)
         if _stop_requests:
             self._stop(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pass  # saved at the epoch's end, above
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Training also ends between scheduled saves: an epoch count that `every_n_epochs` does not divide, early
+        # stopping, `max_steps` or `max_time`.
+        self._save_unless_saved(trainer)
+
+    def _save_unless_saved(self, trainer: L.Trainer) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):  # (it skips a step saved already)
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _stop(self, trainer: L.Trainer) -> None:
         if self._last_global_step_saved != trainer.global_step:
