@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -276,19 +280,67 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, uninterrupted):
     assert not marker.exists()
 
 
-def test_a_loss_that_turns_nan_stops_the_run_at_that_step(make_config):
-    from experiments.recovery import NonFiniteLoss
+def diverging_run(make_config, monkeypatch, check_every_step: bool | None) -> tuple[str, Path]:
+    """Train until the loss turns NaN: (the error, the run directory)."""
+    import experiments.recovery as recovery
     from experiments.train import train
 
+    monkeypatch.setattr(
+        recovery, "StopOnNonFiniteLoss", partial(recovery.StopOnNonFiniteLoss, check_every_step=check_every_step)
+    )
     cfg = make_config(*RUN, "logger=none", "optimizer=sgd", "optimizer.lr=1e6", "scheduler=constant")
-    with pytest.raises(
-        NonFiniteLoss, match=r"the training loss became nan at step \d+ \(epoch 1, learning rate 1e\+06\)"
-    ):
+    with pytest.raises(recovery.NonFiniteLoss) as error:
         train(cfg)
-    output_dir = Path(cfg.paths.output_dir)
+    return str(error.value), Path(cfg.paths.output_dir)
+
+
+def test_a_loss_that_turns_nan_stops_the_run_at_that_step(make_config, monkeypatch):
+    message, output_dir = diverging_run(make_config, monkeypatch, None)
+    assert re.fullmatch(r"the training loss became nan at step \d+ \(epoch 1, learning rate 1e\+06\); .*", message)
     assert not (output_dir / "metrics.json").exists()
     for path in (output_dir / "checkpoints").glob("*.ckpt"):  # whatever was saved holds finite weights only
         assert all(torch.isfinite(t).all() for t in load_checkpoint(path)["state_dict"].values())
+
+
+def test_losses_read_in_windows_name_the_same_step_and_keep_checkpoints_finite(make_config, monkeypatch):
+    # How a GPU run checks (copies that do not wait, read a window later), run on the CPU.
+    at_once, _ = diverging_run(make_config, monkeypatch, True)
+    shutil.rmtree(make_config().paths.output_dir, ignore_errors=True)
+    in_windows, output_dir = diverging_run(make_config, monkeypatch, False)
+    assert in_windows == at_once, at_once
+    for path in (output_dir / "checkpoints").glob("*.ckpt"):
+        assert all(torch.isfinite(t).all() for t in load_checkpoint(path)["state_dict"].values())
+
+
+def test_a_window_of_losses_is_read_when_the_next_one_is_sent(monkeypatch):
+    from experiments import recovery
+
+    reads = []
+
+    def copy_to_host(tensor):  # as from a GPU: the copy is there once waited for
+        host = torch.full_like(tensor, -1.0)
+        return host, lambda: (host.copy_(tensor), reads.append(len(tensor)))
+
+    monkeypatch.setattr(recovery, "copy_to_host", copy_to_host)
+    stop = recovery.StopOnNonFiniteLoss(check_every_step=False)
+    trainer = SimpleNamespace(optimizers=[SimpleNamespace(param_groups=[{"lr": 0.5}])], log_every_n_steps=4)
+    losses = [1.0] * 10 + [math.nan, math.inf] + [1.0] * 8
+    with pytest.raises(recovery.NonFiniteLoss) as error:
+        for step, loss in enumerate(losses, start=1):
+            trainer.global_step, trainer.current_epoch = step, 0
+            stop.on_train_batch_start(trainer, None, None, step - 1)
+            stop.on_train_batch_end(trainer, None, torch.tensor(loss), None, step - 1)
+    # Windows of 4 steps: 9-12 holds the first bad loss (step 11), sent at step 12, read when 13-16 is sent.
+    assert trainer.global_step == 16 and reads == [4, 4, 4]
+    assert str(error.value).startswith("the training loss became nan at step 11 (epoch 1, learning rate 0.5)")
+
+    stop = recovery.StopOnNonFiniteLoss(check_every_step=False)  # the epoch's end reads what is left at once
+    for step, loss in enumerate([1.0, 1.0, math.inf], start=1):
+        trainer.global_step = step
+        stop.on_train_batch_start(trainer, None, None, step - 1)
+        stop.on_train_batch_end(trainer, None, torch.tensor(loss), None, step - 1)
+    with pytest.raises(recovery.NonFiniteLoss, match="became inf at step 3 "):
+        stop.on_train_epoch_end(trainer, None)
 
 
 def test_a_nan_loss_from_the_command_line_is_one_line_and_exit_code_1(tmp_path, monkeypatch, capsys):
@@ -441,3 +493,14 @@ def test_a_run_resumed_from_the_save_at_the_end_of_training_goes_on_exactly(tmp_
     assert cut_at * 4 == whole["global_step"] * 3 == resumed["global_step"] * 3  # saved after epoch 3, then 4
     for key, value in whole["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="a copy from GPU memory needs a CUDA GPU")
+def test_a_copy_from_the_gpu_is_whole_once_waited_for():
+    from experiments.recovery import copy_to_host
+
+    losses = torch.tensor([1.0, math.nan], device="cuda").repeat(1 << 22) * 2  # long enough to be in flight
+    host, wait = copy_to_host(losses)
+    wait()
+    assert host.device.type == "cpu" and host.is_pinned()
+    torch.testing.assert_close(host, losses.cpu(), equal_nan=True, rtol=0, atol=0)

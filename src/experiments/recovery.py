@@ -22,7 +22,7 @@ import random
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -230,13 +230,20 @@ def load_checkpoint(path, map_location=None, mmap: bool = False) -> dict:
 class StopOnNonFiniteLoss(L.Callback):
     """Stops training at the step whose loss is NaN or infinite, naming step, epoch and learning rate.
 
-    On a GPU the check would wait for each step to finish, so losses are kept on the device and checked
-    together every `log_every_n_steps` steps, at epoch ends and before any checkpoint is written (a
-    checkpoint never holds weights that already diverged); the step reported is still the first bad one.
+    On the CPU each step's loss is read at once: nothing to wait for. On a GPU, reading a loss would make the
+    host wait until the GPU has finished every step queued so far, and then the GPU idle until the host
+    queues the next. So the losses stay on the device and go to the host a window of `log_every_n_steps`
+    steps at a time, by a copy that does not wait; a window is read when the next one is sent, by when the
+    GPU has long finished it. At epoch ends, and before any checkpoint is written, every loss is read,
+    waiting if need be: a checkpoint never holds weights that already diverged. The step reported is the
+    first bad one either way; a GPU run stops up to two windows after it. `check_every_step` forces either
+    way (tests).
     """
 
-    def __init__(self) -> None:
-        self._pending: list[tuple[int, int, float, torch.Tensor]] = []  # (step, epoch, lr, loss)
+    def __init__(self, check_every_step: bool | None = None) -> None:
+        self.check_every_step = check_every_step  # None: on the CPU only
+        self._pending: list[tuple[int, int, float, torch.Tensor]] = []  # (step, epoch, lr, loss) still on the device
+        self._sent: tuple[list, torch.Tensor, Callable[[], object]] | None = None  # (entries, host copy, wait)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
@@ -245,14 +252,16 @@ class StopOnNonFiniteLoss(L.Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None:
             return
-        if loss.device.type == "cpu":  # nothing to wait for: one number, checked now (no stacking per step)
+        every_step = self.check_every_step if self.check_every_step is not None else loss.device.type == "cpu"
+        if every_step:  # one number, checked now (no stacking per step)
             value = loss.item()
             if not math.isfinite(value):
                 raise self._diverged(value, trainer.global_step, trainer.current_epoch, self._lr)
             return
         self._pending.append((trainer.global_step, trainer.current_epoch, self._lr, loss.detach()))
         if len(self._pending) >= trainer.log_every_n_steps:
-            self.check()
+            self._read_sent()
+            self._send()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.check()
@@ -261,13 +270,26 @@ class StopOnNonFiniteLoss(L.Callback):
         self.check()
 
     def check(self) -> None:
-        if not self._pending:
+        """Every loss so far, read now."""
+        self._read_sent()
+        self._send()
+        self._read_sent()
+
+    def _send(self) -> None:
+        if self._pending:
+            losses = torch.stack([loss.float() for *_, loss in self._pending])
+            self._sent = (self._pending, *copy_to_host(losses))
+            self._pending = []
+
+    def _read_sent(self) -> None:
+        if self._sent is None:
             return
-        losses = torch.stack([loss.float() for *_, loss in self._pending]).cpu()  # one wait for all of them
-        pending, self._pending = self._pending, []
+        entries, losses, wait = self._sent
+        self._sent = None
+        wait()
         bad = (~torch.isfinite(losses)).nonzero()
         if len(bad):
-            step, epoch, lr, _ = pending[int(bad[0])]
+            step, epoch, lr, _ = entries[int(bad[0])]
             raise self._diverged(float(losses[int(bad[0])]), step, epoch, lr)
 
     @staticmethod
@@ -276,6 +298,19 @@ class StopOnNonFiniteLoss(L.Callback):
             f"the training loss became {value} at step {step} (epoch {epoch + 1}, "
             f"learning rate {lr:.3g}); lower optimizer.lr or set trainer.gradient_clip_val"
         )
+
+
+def copy_to_host(tensor: torch.Tensor) -> tuple[torch.Tensor, Callable[[], object]]:
+    """A copy of `tensor` in host memory, and the function that waits until it is complete. From a GPU the
+    copy is queued behind the work that computes `tensor` (into page-locked memory, so that the host need
+    not wait for it); from the host it is `tensor` itself."""
+    if tensor.device.type != "cuda":
+        return tensor, lambda: None
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+    return host, copied.synchronize
 
 
 def find_checkpoint(value: str) -> Path:
