@@ -29,7 +29,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from experiments.config import UserError
-from experiments.recovery import load_checkpoint
+from experiments.recovery import StopOnNonFiniteLoss, load_checkpoint
 from tests.conftest import run_cli
 
 RUN = (
@@ -280,34 +280,53 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, uninterrupted):
     assert not marker.exists()
 
 
-def diverging_run(make_config, monkeypatch, check_every_step: bool | None) -> tuple[str, Path]:
-    """Train until the loss turns NaN: (the error, the run directory)."""
+def diverging_run(make_config, monkeypatch, check_every_step: bool | None, *overrides: str) -> tuple[str, int, Path]:
+    """Train until the loss turns NaN: (the error, the last step trained, the run directory)."""
     import experiments.recovery as recovery
     from experiments.train import train
 
-    monkeypatch.setattr(
-        recovery, "StopOnNonFiniteLoss", partial(recovery.StopOnNonFiniteLoss, check_every_step=check_every_step)
-    )
-    cfg = make_config(*RUN, "logger=none", "optimizer=sgd", "optimizer.lr=1e6", "scheduler=constant")
+    steps = []
+
+    class Recording(StopOnNonFiniteLoss):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            steps.append(trainer.global_step)
+            super().on_train_batch_end(trainer, *args)
+
+    monkeypatch.setattr(recovery, "StopOnNonFiniteLoss", partial(Recording, check_every_step=check_every_step))
+    cfg = make_config(*RUN, "logger=none", "optimizer=sgd", "optimizer.lr=1e6", "scheduler=constant", *overrides)
     with pytest.raises(recovery.NonFiniteLoss) as error:
         train(cfg)
-    return str(error.value), Path(cfg.paths.output_dir)
+    return str(error.value), steps[-1], Path(cfg.paths.output_dir)
+
+
+def named_step(message: str) -> int:
+    return int(
+        re.fullmatch(r"the training loss became nan at step (\d+) \(epoch 1, learning rate 1e\+06\); .*", message)[1]
+    )
 
 
 def test_a_loss_that_turns_nan_stops_the_run_at_that_step(make_config, monkeypatch):
-    message, output_dir = diverging_run(make_config, monkeypatch, None)
-    assert re.fullmatch(r"the training loss became nan at step \d+ \(epoch 1, learning rate 1e\+06\); .*", message)
+    message, stopped_at, output_dir = diverging_run(make_config, monkeypatch, None)  # the CPU: every step read
+    assert named_step(message) == stopped_at
     assert not (output_dir / "metrics.json").exists()
     for path in (output_dir / "checkpoints").glob("*.ckpt"):  # whatever was saved holds finite weights only
         assert all(torch.isfinite(t).all() for t in load_checkpoint(path)["state_dict"].values())
 
 
-def test_losses_read_in_windows_name_the_same_step_and_keep_checkpoints_finite(make_config, monkeypatch):
-    # How a GPU run checks (copies that do not wait, read a window later), run on the CPU.
-    at_once, _ = diverging_run(make_config, monkeypatch, True)
+def test_losses_read_in_windows_name_the_same_step_and_stop_within_two_windows(make_config, monkeypatch):
+    # How a GPU run checks (copies that do not wait, read a window later), run on the CPU; no checkpoint due.
+    windows = ("callbacks.last_checkpoint.every_n_train_steps=0", "trainer.log_every_n_steps=2")
+    at_once, _, _ = diverging_run(make_config, monkeypatch, True, *windows)
     shutil.rmtree(make_config().paths.output_dir, ignore_errors=True)
-    in_windows, output_dir = diverging_run(make_config, monkeypatch, False)
-    assert in_windows == at_once, at_once
+    in_windows, stopped_at, _ = diverging_run(make_config, monkeypatch, False, *windows)
+    assert in_windows == at_once
+    assert named_step(in_windows) < stopped_at <= named_step(in_windows) + 2 * 2
+
+
+def test_losses_read_in_windows_are_all_read_before_a_checkpoint(make_config, monkeypatch):
+    # RUN saves every 5 steps, windows are 10 steps long: the save at step 5 reads the losses first, and stops.
+    message, stopped_at, output_dir = diverging_run(make_config, monkeypatch, False)
+    assert named_step(message) < stopped_at == 5
     for path in (output_dir / "checkpoints").glob("*.ckpt"):
         assert all(torch.isfinite(t).all() for t in load_checkpoint(path)["state_dict"].values())
 
@@ -454,53 +473,70 @@ EPOCH_ENDS = (
 )
 
 
-@pytest.mark.parametrize(("every_n_epochs", "saved_after_epochs"), [(1, [1, 2, 3]), (2, [2, 3])])
+@pytest.mark.parametrize(
+    ("overrides", "saved_at"),
+    [
+        (["callbacks.last_checkpoint.every_n_epochs=1"], [20, 40, 60]),
+        (["callbacks.last_checkpoint.every_n_epochs=2"], [40, 60]),  # and the last epoch's end
+        (
+            ["callbacks.last_checkpoint.every_n_epochs=2", "callbacks.last_checkpoint.every_n_train_steps=20"],
+            [20, 40, 60],
+        ),
+        (["+trainer.val_check_interval=0.5"], [20, 30, 40, 60]),  # after the validation within epoch 2 too
+    ],
+)
 def test_the_last_checkpoint_is_saved_at_epoch_ends_that_do_not_validate_too(
-    make_config, monkeypatch, every_n_epochs, saved_after_epochs
+    make_config, monkeypatch, overrides, saved_at
 ):
     # Lightning's ModelCheckpoint saves after validations instead of at epoch ends whenever validation is not
-    # every epoch; `every_n_epochs` thins the saves out, and the end of training is saved whatever it is.
+    # every epoch (here: every second one); `every_n_epochs` thins the saves out.
     import experiments.recovery as recovery
     from experiments.train import train
 
     save, saved = recovery.AtomicCheckpointIO.save_checkpoint, []
 
     def recording(self, checkpoint, path, storage_options=None):
-        saved.append((Path(path).name, checkpoint["global_step"]))
+        if Path(path).name == "last.ckpt":
+            saved.append(checkpoint["global_step"])
         return save(self, checkpoint, path, storage_options)
 
     monkeypatch.setattr(recovery.AtomicCheckpointIO, "save_checkpoint", recording)
-    cfg = make_config(*EPOCH_ENDS, "trainer.max_epochs=3", f"callbacks.last_checkpoint.every_n_epochs={every_n_epochs}")
+    cfg = make_config(*EPOCH_ENDS, "trainer.max_epochs=3", *overrides)
     train(cfg)
-    per_epoch = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["global_steps"] // 3
-    best = [step for name, step in saved if name != "last.ckpt"]
-    assert best == [2 * per_epoch]  # the best-model file, after the one validation
-    assert [step for name, step in saved if name == "last.ckpt"] == [e * per_epoch for e in saved_after_epochs]
+    assert json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["global_steps"] == 60  # 20 an epoch
+    assert saved == saved_at
 
 
-def test_a_run_resumed_from_the_save_at_the_end_of_training_goes_on_exactly(tmp_path):
-    # With every_n_epochs=2 and 3 epochs, the last save comes from the end of training, not from an epoch end.
+@pytest.mark.parametrize("every_n_epochs", [1, 2])
+def test_a_run_whose_training_ended_mid_epoch_resumes_with_the_rest_of_that_epoch(tmp_path, every_n_epochs):
+    # max_steps ends training in the middle of an epoch: saved at that epoch's end, Lightning would count the
+    # epoch as complete and a resumed run would skip its last batches. It is saved as it stands mid-epoch.
     from experiments.config import compose
     from experiments.train import train
 
-    common = [*EPOCH_ENDS, "callbacks.last_checkpoint.every_n_epochs=2", "scheduler=constant"]  # (3 or 4 epochs)
-    train(compose([*common, "trainer.max_epochs=4", f"paths.output_dir={tmp_path / 'whole'}"]))
-    train(compose([*common, "trainer.max_epochs=3", f"paths.output_dir={tmp_path / 'cut'}"]))
+    common = [*EPOCH_ENDS, f"callbacks.last_checkpoint.every_n_epochs={every_n_epochs}", "scheduler=constant"]
+    common.append("trainer.max_epochs=3")
+    train(compose([*common, f"paths.output_dir={tmp_path / 'whole'}"]))
+    train(compose([*common, f"paths.output_dir={tmp_path / 'cut'}", "+trainer.max_steps=15"]))
     last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
-    cut_at = load_checkpoint(last)["global_step"]
-    train(compose([*common, "trainer.max_epochs=4", f"paths.output_dir={tmp_path / 'cut'}", f"resume={last}"]))
+    assert load_checkpoint(last)["global_step"] == 15
+    train(compose([*common, f"paths.output_dir={tmp_path / 'cut'}", f"resume={last}"]))
     whole, resumed = (load_checkpoint(tmp_path / r / "checkpoints" / "last.ckpt") for r in ("whole", "cut"))
-    assert cut_at * 4 == whole["global_step"] * 3 == resumed["global_step"] * 3  # saved after epoch 3, then 4
+    assert resumed["global_step"] == whole["global_step"] == 60
     for key, value in whole["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=0)
+    assert final(tmp_path / "cut") == final(tmp_path / "whole")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="a copy from GPU memory needs a CUDA GPU")
-def test_a_copy_from_the_gpu_is_whole_once_waited_for():
+def test_a_copy_from_the_gpu_does_not_wait_and_is_whole_once_waited_for():
     from experiments.recovery import copy_to_host
 
-    losses = torch.tensor([1.0, math.nan], device="cuda").repeat(1 << 22) * 2  # long enough to be in flight
-    host, wait = copy_to_host(losses)
+    expected = torch.tensor([1.0, math.nan]).repeat(1 << 20) * 2
+    losses = torch.tensor([1.0, math.nan], device="cuda").repeat(1 << 20)
+    torch.cuda._sleep(1 << 30)  # the GPU busy for a while (about a second) before the losses are ready
+    host, wait = copy_to_host(losses * 2)
+    assert not wait.__self__.query()  # the copy is queued behind that work, and the host went on
     wait()
     assert host.device.type == "cpu" and host.is_pinned()
-    torch.testing.assert_close(host, losses.cpu(), equal_nan=True, rtol=0, atol=0)
+    torch.testing.assert_close(host, expected, equal_nan=True, rtol=0, atol=0)

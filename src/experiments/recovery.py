@@ -1,14 +1,14 @@
 """Crash safety: a run that is stopped, killed or diverges loses nothing, and continues where it stopped.
 
-- `LastCheckpoint` writes `checkpoints/last.ckpt` every `every_n_train_steps` steps, at every epoch end, and
-  when SIGINT or SIGTERM asks the run to stop; it carries the random number generators' states, so a resumed
-  run draws the same dropout masks and augmentations as one that was never interrupted.
+- `LastCheckpoint` writes `checkpoints/last.ckpt` every `every_n_train_steps` steps, at epoch ends, when
+  training ends, and when SIGINT or SIGTERM asks the run to stop; it carries the random number generators'
+  states, so a resumed run draws the same dropout masks and augmentations as one that was never interrupted.
 - `ModelCheckpoint` (the best-model one) is Lightning's, with its state key computed once, not a few times
   a step; `LastCheckpoint` builds on it.
 - `AtomicCheckpointIO` writes each checkpoint under a temporary name beside it and renames it when complete
   (Lightning's own writer finishes with a copy from the system's temporary folder, in place), and loads
   checkpoints with `weights_only=True` only.
-- `StopOnNonFiniteLoss` ends the run at the step whose loss became NaN or infinite.
+- `StopOnNonFiniteLoss` ends the run when a loss becomes NaN or infinite, naming the step where it did.
 - `resumed` turns `resume=<run dir or checkpoint>` into the arguments that continue that run: its own
   composed config, in its own directory, with its own TensorBoard curves; `check_resumable` refuses, in
   one line, settings that build another net or optimiser than the checkpoint holds.
@@ -107,15 +107,29 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
         return self._state_key
 
 
+def fit_stops(trainer: L.Trainer, at_epoch_end: bool) -> bool:
+    """Whether the fit stops after this batch or, at an epoch's end, after this epoch: a stop was asked for
+    (early stopping, `max_time`) or its step limit is reached, or at an epoch's end its epoch limit."""
+    if trainer.should_stop or (trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps):
+        return True
+    return at_epoch_end and trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
+
+
 class LastCheckpoint(ModelCheckpoint):
-    """`last.ckpt`, what `resume=<run dir>` continues from: every `every_n_train_steps` steps (0: never
-    mid-epoch), at the end of every `every_n_epochs`-th epoch, when training ends, and when a stop signal
-    arrived. Listed after the best-model checkpoint, so it records that one's state too."""
+    """`last.ckpt`, what `resume=<run dir>` continues from: every `every_n_train_steps` steps (0: none between
+    epoch ends), after each validation within an epoch, at the end of every `every_n_epochs`-th epoch and
+    of the last one, and when a stop signal arrived. Listed after the best-model checkpoint, so it records
+    that one's state too. (Its triggers are its own, not Lightning's `every_n_*`: Lightning would take the
+    steps under its automatic optimisation only, and the settings would change the callback's state key.)"""
 
     def __init__(self, dirpath: str, every_n_train_steps: int = 0, every_n_epochs: int = 1) -> None:
         super().__init__(dirpath=dirpath, monitor=None, save_top_k=0, save_last=True, enable_version_counter=False)
-        self.every_n_steps = every_n_train_steps
-        self.epochs_between_saves = every_n_epochs
+        self._steps_between_saves = every_n_train_steps
+        self._epochs_between_saves = every_n_epochs
+
+    @property
+    def every_n_epochs(self) -> int:
+        return self._epochs_between_saves
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning's own SIGTERM handler would stop in the middle of a validation, without a checkpoint.
@@ -124,38 +138,40 @@ class LastCheckpoint(ModelCheckpoint):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         # At an epoch's last batch the epoch-end save follows, after validation: the point Lightning resumes from
-        # cleanly (one taken just before would carry the whole epoch's metric counts into the next).
+        # cleanly (one taken just before would carry the whole epoch's metric counts into the next). Training
+        # that stops within an epoch is saved here, as it stands mid-epoch: saved at the epoch's end, Lightning
+        # would count the epoch as complete, and a resumed run would skip the rest of it.
         epoch_ends = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-        due = self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0 and not epoch_ends
-        if due and self._last_global_step_saved != trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if not epoch_ends and (self._steps_due(trainer) or fit_stops(trainer, at_epoch_end=False)):
+            self._save(trainer)
         if _stop_requests and not epoch_ends:
             self._stop(trainer)
 
-    # The epoch-end save. Lightning validates before this hook, so the file holds this epoch's validation, best
-    # model and early-stopping states too. (Lightning's ModelCheckpoint saves at the end of a validation
-    # instead whenever validation is not every epoch, which would leave the epochs between unsaved.)
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A validation within the epoch (`val_check_interval` < 1). The one after the epoch's last batch is saved
+        # with the epoch's end; Lightning's own save here (when validation is not every epoch) is replaced.
+        if not trainer.sanity_checking and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self._save(trainer)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if (trainer.current_epoch + 1) % self.epochs_between_saves == 0:
-            self._save_unless_saved(trainer)
+        # Lightning validates before this hook, so the file holds this epoch's validation, best-model and
+        # early-stopping states too.
+        epoch_due = (trainer.current_epoch + 1) % self._epochs_between_saves == 0
+        if epoch_due or self._steps_due(trainer) or fit_stops(trainer, at_epoch_end=True):
+            self._save(trainer)
         if _stop_requests:
             self._stop(trainer)
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pass  # saved at the epoch's end, above
+    def _steps_due(self, trainer: L.Trainer) -> bool:
+        return self._steps_between_saves > 0 and trainer.global_step % self._steps_between_saves == 0
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Training also ends between scheduled saves: an epoch count that `every_n_epochs` does not divide, early
-        # stopping, `max_steps` or `max_time`.
-        self._save_unless_saved(trainer)
-
-    def _save_unless_saved(self, trainer: L.Trainer) -> None:
-        if not self._should_skip_saving_checkpoint(trainer):  # (it skips a step saved already)
+    def _save(self, trainer: L.Trainer) -> None:
+        """last.ckpt now, unless this very step is saved already (or the run is a sanity check or dev run)."""
+        if not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _stop(self, trainer: L.Trainer) -> None:
-        if self._last_global_step_saved != trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._save(trainer)
         where = f"at step {trainer.global_step} (epoch {trainer.current_epoch + 1})"
         raise Interrupted(_stop_requests[0], where, self.last_model_path)
 
@@ -228,7 +244,7 @@ def load_checkpoint(path, map_location=None, mmap: bool = False) -> dict:
 
 
 class StopOnNonFiniteLoss(L.Callback):
-    """Stops training at the step whose loss is NaN or infinite, naming step, epoch and learning rate.
+    """Stops training when a loss is NaN or infinite, naming the step where it was, its epoch and learning rate.
 
     On the CPU each step's loss is read at once: nothing to wait for. On a GPU, reading a loss would make the
     host wait until the GPU has finished every step queued so far, and then the GPU idle until the host
@@ -309,7 +325,7 @@ def copy_to_host(tensor: torch.Tensor) -> tuple[torch.Tensor, Callable[[], objec
     host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
     host.copy_(tensor, non_blocking=True)
     copied = torch.cuda.Event()
-    copied.record()
+    copied.record(torch.cuda.current_stream(tensor.device))  # the stream the copy was queued on
     return host, copied.synchronize
 
 
