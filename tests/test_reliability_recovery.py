@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -462,6 +463,14 @@ def test_a_run_resumed_with_clipping_or_accumulation_goes_on_from_its_step(make_
     assert load_checkpoint(last)["global_step"] == steps + per_epoch
 
 
+class AskToStopAtStep10(L.Callback):
+    """Sets `trainer.should_stop` as Lightning's Timer (`max_time`) or early stopping do."""
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == 10:
+            trainer.should_stop = True
+
+
 EPOCH_ENDS = (
     "model=mlp",
     "deterministic=true",
@@ -483,6 +492,16 @@ EPOCH_ENDS = (
             [20, 40, 60],
         ),
         (["+trainer.val_check_interval=0.5"], [20, 30, 40, 60]),  # after the validation within epoch 2 too
+        # A step save that a validation follows is saved again after it (it may name a best-model file since gone).
+        (
+            ["+trainer.val_check_interval=0.5", "callbacks.last_checkpoint.every_n_train_steps=10"],
+            [10, 20, 30, 30, 40, 50, 60],
+        ),
+        # A stop asked for at step 10 that min_epochs holds off: saved at epoch ends only, not at every step.
+        (
+            ["+callbacks.stop._target_=tests.test_reliability_recovery.AskToStopAtStep10", "+trainer.min_epochs=3"],
+            [20, 40, 60],
+        ),
     ],
 )
 def test_the_last_checkpoint_is_saved_at_epoch_ends_that_do_not_validate_too(

@@ -108,11 +108,19 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
 
 
 def fit_stops(trainer: L.Trainer, at_epoch_end: bool) -> bool:
-    """Whether the fit stops after this batch or, at an epoch's end, after this epoch: a stop was asked for
-    (early stopping, `max_time`) or its step limit is reached, or at an epoch's end its epoch limit."""
-    if trainer.should_stop or (trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps):
+    """Whether the fit stops after this batch or, at an epoch's end, after this epoch: its step limit is
+    reached, a stop was asked for (early stopping, `max_time`) and `min_epochs`/`min_steps` are met, or at an
+    epoch's end its epoch limit is reached. (Lightning's own test, from the Trainer's public settings.)"""
+    if trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps:
         return True
-    return at_epoch_end and trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
+    epochs_done = trainer.current_epoch + at_epoch_end
+    if (
+        trainer.should_stop
+        and epochs_done >= (trainer.min_epochs or 0)
+        and trainer.global_step >= (trainer.min_steps or 0)
+    ):
+        return True
+    return at_epoch_end and trainer.max_epochs not in (None, -1) and epochs_done >= trainer.max_epochs
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -148,10 +156,12 @@ class LastCheckpoint(ModelCheckpoint):
             self._stop(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # A validation within the epoch (`val_check_interval` < 1). The one after the epoch's last batch is saved
-        # with the epoch's end; Lightning's own save here (when validation is not every epoch) is replaced.
+        # A validation within the epoch (`val_check_interval` < 1, or the one Lightning runs when a stop is asked
+        # for). Saved even if this step was saved just before it: a resumed run does not repeat the validation,
+        # and the best-model file the earlier save names may be gone. The validation after the epoch's last
+        # batch is saved with the epoch's end; Lightning's own save here is replaced.
         if not trainer.sanity_checking and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            self._save(trainer)
+            self._save(trainer, again=True)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning validates before this hook, so the file holds this epoch's validation, best-model and
@@ -165,8 +175,11 @@ class LastCheckpoint(ModelCheckpoint):
     def _steps_due(self, trainer: L.Trainer) -> bool:
         return self._steps_between_saves > 0 and trainer.global_step % self._steps_between_saves == 0
 
-    def _save(self, trainer: L.Trainer) -> None:
-        """last.ckpt now, unless this very step is saved already (or the run is a sanity check or dev run)."""
+    def _save(self, trainer: L.Trainer, again: bool = False) -> None:
+        """last.ckpt now, unless this very step is saved already (and not `again`), or the run is a sanity
+        check or a dev run."""
+        if again:
+            self._last_global_step_saved = -1
         if not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
