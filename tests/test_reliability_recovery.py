@@ -448,3 +448,23 @@ def test_a_run_whose_training_ended_mid_epoch_resumes_with_the_rest_of_that_epoc
     for key, value in whole["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=0)
     assert final(tmp_path / "cut") == final(tmp_path / "whole")
+
+
+def test_a_resumed_run_that_does_not_validate_again_reports_the_validation_before_the_stop(tmp_path):
+    # Validation every second epoch of three; stopped after the second, the resumed run trains the third
+    # without validating. Its metrics.json must still report the second epoch's validation, as an
+    # uninterrupted run's does: Lightning keeps logged values in memory only.
+    from experiments.config import compose
+    from experiments.train import train
+
+    common = [*EPOCH_ENDS, "scheduler=constant", "trainer.max_epochs=3"]
+    train(compose([*common, f"paths.output_dir={tmp_path / 'whole'}"]))
+    train(compose([*common, f"paths.output_dir={tmp_path / 'cut'}", "+trainer.max_steps=40"]))
+    last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
+    assert load_checkpoint(last)["global_step"] == 40
+    train(compose([*common, f"paths.output_dir={tmp_path / 'cut'}", f"resume={last}"]))
+    whole, resumed = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("whole", "cut"))
+    assert resumed["global_steps"] == whole["global_steps"] == 60
+    assert {"val/loss", "val/acc"} <= set(whole["val"])
+    assert resumed["val"] == whole["val"]
+    assert resumed["objective"] == whole["objective"]

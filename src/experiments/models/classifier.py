@@ -124,6 +124,7 @@ class Classifier(L.LightningModule):
         self.step_losses: list[tuple[int, torch.Tensor]] = []  # (global step, loss) for the loggers
         self.timed_checkpoints = False  # whether a checkpoint callback saves every n steps or minutes
         self.graphed_training: GraphedTraining | None = None  # with cuda_graphs, during a fit on one GPU
+        self.metrics_before_resume: dict[str, torch.Tensor] = {}  # from the checkpoint a run resumes from
 
     def setup(self, stage: str) -> None:
         device = self.trainer.strategy.root_device
@@ -216,17 +217,27 @@ class Classifier(L.LightningModule):
         self.tallies["train"].reset()
 
     # A checkpoint taken in the middle of an epoch keeps that epoch's tally and the step losses not yet
-    # logged, so a run resumed from it reports the epoch exactly as an uninterrupted run would.
+    # logged, so a run resumed from it reports the epoch exactly as an uninterrupted run would. It keeps
+    # the values logged so far too, which Lightning holds in memory only: a resumed run whose remaining
+    # epochs do not validate still reports (and shows) the last validation, as an uninterrupted run does.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         steps = [step for step, _ in self.step_losses]
         losses = torch.stack([loss for _, loss in self.step_losses]) if steps else torch.empty(0)
         checkpoint["epoch_so_far"] = {"train": self.tallies["train"].state_dict(), "steps": steps, "losses": losses}
+        checkpoint["callback_metrics"] = {k: v.detach().cpu() for k, v in self.trainer.callback_metrics.items()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         so_far = checkpoint.get("epoch_so_far", {})
         self.tallies["train"].load_state_dict(so_far.get("train", {}))
         self.step_losses = list(zip(so_far.get("steps", []), so_far.get("losses", []), strict=True))
+        self.metrics_before_resume = checkpoint.get("callback_metrics", {})
         count_steps_in_both_modes(checkpoint)
+
+    def on_train_start(self) -> None:
+        # Here, not on loading: Lightning clears its metrics after restoring the checkpoint and after the sanity check.
+        for key, value in self.metrics_before_resume.items():
+            self.trainer.callback_metrics.setdefault(key, value)
+        self.metrics_before_resume = {}
 
     def on_validation_epoch_start(self) -> None:
         self.tallies["val"].reset()
