@@ -51,3 +51,31 @@ def test_images_are_drawn_every_n_epochs_and_after_the_last(make_config, tmp_pat
     events.Reload()
     drawn = [image.step for image in events.Images("val/confusion_matrix")]
     assert drawn == [4, 8, 10]  # after epochs 2, 4 and the last, 5 (two steps per epoch)
+
+
+def test_misclassified_images_are_tiled_under_their_labels():
+    # Ten normalised 3x4 images (fewer than two full rows of eight): each is stretched back to 0..1 and sits
+    # in its own tile, in order, under "true→predicted" and the predicted class's probability.
+    import torch
+
+    from experiments.dashboards import examples_figure
+
+    x = torch.linspace(-2, 3, 10 * 3 * 4).view(10, 1, 3, 4)
+    y = torch.arange(10) % 3
+    probabilities = torch.nn.functional.one_hot((y + 1) % 3, 3).float() * 0.5 + 0.5 / 3
+    figure = examples_figure(x, y, probabilities, ["a", "b", "c"])
+    (axes,) = figure.axes
+    grid = torch.from_numpy(axes.images[0].get_array().data)
+    band, height, width, gap = 1, 3, 4, 1  # label room of half an image's height, a gap of an eighth of its width
+    assert grid.shape == (2 * (band + height), 8 * (width + gap))
+    for k in range(16):
+        row, column = divmod(k, 8)
+        tile = grid[row * (band + height) + band :][:height, column * (width + gap) :][:, :width]
+        if k < 10:
+            stretched = (x[k, 0] - x[k].min()) / (x[k].max() - x[k].min())
+            torch.testing.assert_close(tile, stretched)
+        else:
+            assert (tile == 1).all()  # white where there is no example
+    labels = [text.get_text() for text in axes.texts]
+    names = "abc"
+    assert labels == [f"{names[t]}→{names[(t + 1) % 3]}\n{0.5 + 0.5 / 3:.2f}" for t in y.tolist()]
