@@ -468,3 +468,28 @@ def test_a_resumed_run_that_does_not_validate_again_reports_the_validation_befor
     assert {"val/loss", "val/acc"} <= set(whole["val"])
     assert resumed["val"] == whole["val"]
     assert resumed["objective"] == whole["objective"]
+    # Resumed once more, with nothing left to train (as after a crash during the test): the same report.
+    train(
+        compose([*common, f"paths.output_dir={tmp_path / 'cut'}", f"resume={last}", "callbacks.model_checkpoint=null"])
+    )
+    again = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert again["global_steps"] == 60 and again["val"] == whole["val"]
+    assert again["objective"]["value"] == whole["val"]["val/acc"]  # without a checkpoint callback: the last val/acc
+
+
+def test_a_model_loaded_from_a_checkpoint_brings_no_old_metrics_into_a_new_fit(make_config):
+    from hydra.utils import instantiate
+
+    from experiments.models.classifier import Classifier
+    from experiments.train import train
+
+    cfg = make_config("model=mlp", "trainer.max_epochs=1", "test=false", "logger=none", "trainer.accelerator=cpu")
+    train(cfg)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    assert "val/acc" in load_checkpoint(last)["callback_metrics"]
+    model = Classifier.load_from_checkpoint(last, weights_only=True)
+    trainer = L.Trainer(
+        max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.fit(model, datamodule=instantiate(cfg.data))
+    assert not any(key.startswith("val/") for key in trainer.callback_metrics)

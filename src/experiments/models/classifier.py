@@ -19,6 +19,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import MixedPrecision
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from experiments.models.graphs import GraphedTraining, graphed_training_for
@@ -230,11 +231,20 @@ class Classifier(L.LightningModule):
         so_far = checkpoint.get("epoch_so_far", {})
         self.tallies["train"].load_state_dict(so_far.get("train", {}))
         self.step_losses = list(zip(so_far.get("steps", []), so_far.get("losses", []), strict=True))
-        self.metrics_before_resume = checkpoint.get("callback_metrics", {})
+        if self._trainer is not None and self._trainer.state.fn == TrainerFn.FITTING:  # a resume, not a mere load
+            self.metrics_before_resume = checkpoint.get("callback_metrics", {})
         count_steps_in_both_modes(checkpoint)
 
+    # Put back when training starts, not on loading: Lightning clears its metrics after restoring the
+    # checkpoint and after the sanity check. A resumed fit with nothing left to train never starts training:
+    # then at its end (after the callbacks' on_fit_end, but before metrics.json is written).
     def on_train_start(self) -> None:
-        # Here, not on loading: Lightning clears its metrics after restoring the checkpoint and after the sanity check.
+        self._restore_metrics()
+
+    def on_fit_end(self) -> None:
+        self._restore_metrics()
+
+    def _restore_metrics(self) -> None:
         for key, value in self.metrics_before_resume.items():
             self.trainer.callback_metrics.setdefault(key, value)
         self.metrics_before_resume = {}
