@@ -1,9 +1,11 @@
-"""The dashboards of a text run: a confusion matrix and a table of misclassified reviews, read back from TensorBoard."""
+"""The dashboards: a text run's confusion matrix and table of misclassified reviews read back from TensorBoard,
+when images are drawn, and how the misclassified images are laid out."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from experiments.train import train
@@ -53,27 +55,30 @@ def test_images_are_drawn_every_n_epochs_and_after_the_last(make_config, tmp_pat
     assert drawn == [4, 8, 10]  # after epochs 2, 4 and the last, 5 (two steps per epoch)
 
 
-def test_misclassified_images_are_tiled_under_their_labels():
+@pytest.mark.parametrize("channels", [1, 3])
+def test_misclassified_images_are_tiled_under_their_labels(channels: int):
     # Ten normalised 3x4 images (fewer than two full rows of eight): each is stretched back to 0..1 and sits
     # in its own tile, in order, under "true→predicted" and the predicted class's probability.
     import torch
 
     from experiments.dashboards import examples_figure
 
-    x = torch.linspace(-2, 3, 10 * 3 * 4).view(10, 1, 3, 4)
+    x = torch.linspace(-2, 3, 10 * channels * 3 * 4).view(10, channels, 3, 4)
     y = torch.arange(10) % 3
     probabilities = torch.nn.functional.one_hot((y + 1) % 3, 3).float() * 0.5 + 0.5 / 3
     figure = examples_figure(x, y, probabilities, ["a", "b", "c"])
     (axes,) = figure.axes
     grid = torch.from_numpy(axes.images[0].get_array().data)
+    if channels == 1:
+        grid = grid.unsqueeze(-1)
     band, height, width, gap = 1, 3, 4, 1  # label room of half an image's height, a gap of an eighth of its width
-    assert grid.shape == (2 * (band + height), 8 * (width + gap))
+    assert grid.shape == (2 * (band + height), 8 * (width + gap), channels)
     for k in range(16):
         row, column = divmod(k, 8)
         tile = grid[row * (band + height) + band :][:height, column * (width + gap) :][:, :width]
         if k < 10:
-            stretched = (x[k, 0] - x[k].min()) / (x[k].max() - x[k].min())
-            torch.testing.assert_close(tile, stretched)
+            stretched = (x[k] - x[k].min()) / (x[k].max() - x[k].min())  # over all its channels at once
+            torch.testing.assert_close(tile, stretched.permute(1, 2, 0))
         else:
             assert (tile == 1).all()  # white where there is no example
     labels = [text.get_text() for text in axes.texts]
