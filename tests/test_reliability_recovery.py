@@ -351,6 +351,25 @@ def test_a_checkpoint_meeting_a_really_full_disk_is_a_user_error(tmp_path, monke
         recovery.AtomicCheckpointIO().save_checkpoint({"weights": torch.zeros(1000)}, tmp_path / "last.ckpt")
 
 
+def test_a_checkpoint_is_on_the_disk_before_it_replaces_the_previous_one(tmp_path, monkeypatch):
+    # A machine that crashes or loses power keeps what was synced: the new file must be synced, whole,
+    # while the old one still holds the checkpoint's name.
+    import experiments.recovery as recovery
+
+    path = tmp_path / "last.ckpt"
+    recovery.AtomicCheckpointIO().save_checkpoint({"step": 1, "weights": torch.zeros(1000)}, path)
+    synced = []
+
+    def fsync(fd: int) -> None:
+        synced.append((os.fstat(fd).st_size, load_checkpoint(path)["step"]))
+
+    monkeypatch.setattr(recovery.os, "fsync", fsync)
+    recovery.AtomicCheckpointIO().save_checkpoint({"step": 2, "weights": torch.zeros(1000)}, path)
+    monkeypatch.undo()
+    assert synced == [(path.stat().st_size, 1)]  # the whole new file, while the name held step 1
+    assert load_checkpoint(path)["step"] == 2
+
+
 @pytest.mark.parametrize("switch", ["trainer.gradient_clip_val=0.5", "trainer.accumulate_grad_batches=2"])
 def test_a_run_resumed_with_clipping_or_accumulation_goes_on_from_its_step(make_config, switch):
     # Our own step without them, Lightning's automatic optimisation with them: each mode counts its steps apart.
