@@ -178,23 +178,22 @@ def examples_figure(x: torch.Tensor, y: torch.Tensor, probabilities: torch.Tenso
     columns = 8
     rows = (len(x) + columns - 1) // columns
     channels, height, width = x.shape[1:]
-    flat = x.flatten(1)  # the batch was normalised: stretch each image back to 0..1
-    low, high = flat.min(dim=1).values.view(-1, 1, 1, 1), flat.max(dim=1).values.view(-1, 1, 1, 1)
-    x = (x - low) / (high - low).clamp(min=1e-6)
+    low, high = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
+    x = (x - low) / (high - low).clamp(min=1e-6)  # the batch was normalised: each image stretched back to 0..1
     band, gap = height // 2, max(width // 8, 1)  # room for two lines of label above each image, and between
     tiles = torch.ones(rows, columns, channels, band + height, width + gap)  # white around the images
-    for k, image in enumerate(x):
-        tiles[k // columns, k % columns, :, band:, :width] = image
-    grid = tiles.permute(0, 3, 1, 4, 2).reshape(rows * (band + height), columns * (width + gap), channels)
     figure = plt.figure(figsize=(columns * 1.2, rows * 1.4 + 0.3))
     axes = figure.add_axes((0.01, 0.02, 0.98, 0.96 - 0.3 / (rows * 1.4 + 0.3)))  # below the title
     axes.axis("off")
-    axes.imshow(grid.squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    for k, (label, p) in enumerate(zip(y, probabilities, strict=True)):
+    for k, (image, label, p) in enumerate(zip(x, y, probabilities, strict=True)):
+        row, column = divmod(k, columns)
+        tiles[row, column, :, band:, :width] = image
         predicted = int(p.argmax())
-        centre, bottom = (k % columns) * (width + gap) + width / 2, (k // columns) * (band + height) + band - 0.5
         text = f"{names[label]}→{names[predicted]}\n{p[predicted]:.2f}"
+        centre, bottom = column * (width + gap) + width / 2, row * (band + height) + band - 0.5
         axes.text(centre, bottom, text, ha="center", va="bottom", fontsize=7, linespacing=1.1)
+    grid = tiles.permute(0, 3, 1, 4, 2).reshape(rows * (band + height), columns * (width + gap), channels)
+    axes.imshow(grid.squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     figure.suptitle("misclassified: true→predicted (probability)", fontsize=9)
     return figure
 

@@ -28,13 +28,9 @@ def split_off(
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """Carve a random `fraction` off (x, y): (rest, carved)."""
     rest, carved = carve(len(y), fraction, seed)
-
-    # index_select copies whole rows at memory speed; `x[rest]` takes the general indexing kernel, over twice
-    # as long for CIFAR-10's 150 MB of training images (95 ms against 220 ms on a 2-core Xeon), every run.
-    def take(part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.index_select(x, 0, part), torch.index_select(y, 0, part)
-
-    return take(rest), take(carved)
+    # Rows copied with index_select, as `TensorBatches._take` does: CIFAR-10's 150 MB of training images in
+    # 95 ms, against 220 ms with `x[rest]` (2-core Xeon), every run.
+    return (x.index_select(0, rest), y.index_select(0, rest)), (x.index_select(0, carved), y.index_select(0, carved))
 
 
 def fits_on_device(nbytes: int, free_bytes: int) -> bool:
