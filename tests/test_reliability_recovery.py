@@ -354,6 +354,7 @@ def test_a_checkpoint_meeting_a_really_full_disk_is_a_user_error(tmp_path, monke
 def test_a_checkpoint_is_on_the_disk_before_it_replaces_the_previous_one(tmp_path, monkeypatch):
     # A machine that crashes or loses power keeps what was synced: the new file must be synced, whole,
     # while the old one still holds the checkpoint's name.
+    import experiments.data.files as files
     import experiments.recovery as recovery
 
     path = tmp_path / "last.ckpt"
@@ -363,7 +364,7 @@ def test_a_checkpoint_is_on_the_disk_before_it_replaces_the_previous_one(tmp_pat
     def fsync(fd: int) -> None:
         synced.append((os.fstat(fd).st_size, load_checkpoint(path)["step"]))
 
-    monkeypatch.setattr(recovery.os, "fsync", fsync)
+    monkeypatch.setattr(files.os, "fsync", fsync)
     recovery.AtomicCheckpointIO().save_checkpoint({"step": 2, "weights": torch.zeros(1000)}, path)
     monkeypatch.undo()
     assert synced == [(path.stat().st_size, 1)]  # the whole new file, while the name held step 1

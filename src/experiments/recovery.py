@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import random
 import signal
@@ -213,10 +212,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             # Into a file we opened: torch.save given a path reports a full disk as a RuntimeError.
             with written_atomically(path) as temporary, open(temporary, "wb") as file:
                 torch.save(checkpoint, file)
-                # On the disk before it replaces the previous one: after a power cut or a crash of the machine
-                # (not only of the run), the file under the checkpoint's name is then one or the other, whole.
-                file.flush()
-                os.fsync(file.fileno())
         except OSError as error:  # a full disk, a folder made read-only meanwhile: the previous file stays intact
             if not is_user_error(error):
                 raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import os
 import shutil
 import tarfile
 import tempfile
@@ -55,10 +56,14 @@ def refetching_damaged(load: Callable[[], T], download: bool) -> T:
 
 @contextmanager
 def written_atomically(destination: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `destination`, renamed onto it only when the block completes."""
+    """Yield a temporary path beside `destination`, renamed onto it only when the block completes and the
+    file is on the disk: after a crash of the run or of the whole machine (a power cut), `destination` is
+    the old file or the new one, whole. Without the sync, the rename may be kept and the data not."""
     temporary = destination.with_name(destination.name + ".part")
     try:
         yield temporary
+        with open(temporary, "r+b") as file:
+            os.fsync(file.fileno())
         temporary.replace(destination)
     finally:
         temporary.unlink(missing_ok=True)
