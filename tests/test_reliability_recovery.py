@@ -1,8 +1,9 @@
 """Interrupted runs, as a user meets them: the real CLI in a subprocess, stopped by SIGTERM, SIGKILL and a
 SIGKILL in the middle of writing a checkpoint, each time resumed, must end with exactly the metrics and
-TensorBoard curves of a run that was never interrupted (CPU, deterministic=true). Ctrl+C, a full disk, a
-checkpoint that would run code and the checkpoint schedule are tried in-process or with one run each (a
-loss that turns NaN: test_reliability_divergence.py).
+TensorBoard curves of a run that was never interrupted (CPU, deterministic=true). Ctrl+C, resumes with
+other settings and a checkpoint that would run code are tried in-process or with one run each. The
+checkpoint file itself (save points, full disks, in-process resumes): test_reliability_checkpoints.py; a
+loss that turns NaN: test_reliability_divergence.py.
 
 The interrupted runs go through a small launcher that slows each training step a little and prints its
 number, so that a signal lands mid-epoch on a known step; it can also stall the write of a checkpoint
@@ -11,7 +12,6 @@ half-way, so that SIGKILL lands mid-write. Everything else is the ordinary comma
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -21,7 +21,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -276,240 +275,3 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, uninterrupted):
     with pytest.raises(UserError, match="refusing to load"):
         load_checkpoint(crafted)
     assert not marker.exists()
-
-
-def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_good_checkpoint(make_config, monkeypatch):
-    import experiments.recovery as recovery
-    from experiments.train import train
-
-    save, saved = torch.save, []
-
-    def disk_fills_up(obj, file, *args, **kwargs):
-        if len(saved) == 2:  # the third checkpoint: half of it fits
-            file.write(b"\0" * 100)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        saved.append(file)
-        return save(obj, file, *args, **kwargs)
-
-    monkeypatch.setattr(recovery.torch, "save", disk_fills_up)
-    cfg = make_config(*RUN, "logger=none")
-    with pytest.raises(UserError) as error:
-        train(cfg)
-    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
-    assert str(error.value) == f"cannot write the checkpoint {checkpoints}/last.ckpt: No space left on device"
-    monkeypatch.undo()
-    assert checkpoint_step(checkpoints / "last.ckpt") == 10  # the previous one, whole
-    assert not list(checkpoints.glob("*.part"))
-
-
-def test_a_run_that_reloads_its_loader_every_epoch_resumes_mid_epoch_exactly(tmp_path):
-    # The speedrun recipe rebuilds its training loader every epoch: on resume, the loader built early (for
-    # estimated_stepping_batches) is replaced at the restored epoch, and the new one must still skip ahead.
-    from experiments.config import compose
-    from experiments.train import train
-
-    common = [
-        "model=mlp",
-        "scheduler=constant",
-        "+trainer.reload_dataloaders_every_n_epochs=1",
-        "callbacks.last_checkpoint.every_n_train_steps=5",
-        "trainer.max_epochs=2",
-        "test=false",
-        "logger=none",
-        "trainer.accelerator=cpu",
-    ]
-    train(compose([*common, f"paths.output_dir={tmp_path / 'whole'}"]))
-    train(compose([*common, f"paths.output_dir={tmp_path / 'cut'}", "+trainer.max_steps=30"]))
-    cut = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.ckpt")
-    assert cut["global_step"] == 30 and cut["epoch"] == 1  # stopped in the middle of the second epoch
-    train(
-        compose([*common, f"paths.output_dir={tmp_path / 'cut'}", f"resume={tmp_path / 'cut/checkpoints/last.ckpt'}"])
-    )
-    whole, resumed = (
-        load_checkpoint(tmp_path / r / "checkpoints" / "last.ckpt")["state_dict"] for r in ("whole", "cut")
-    )
-    for key, value in whole.items():
-        torch.testing.assert_close(resumed[key], value, rtol=0, atol=0)
-
-
-def test_a_checkpoint_meeting_a_really_full_disk_is_a_user_error(tmp_path, monkeypatch):
-    # /dev/full answers every write with ENOSPC, as a full disk does; torch.save given a path would turn
-    # that into a RuntimeError (a traceback), so the checkpoint writer opens the file itself.
-    from contextlib import contextmanager
-
-    import experiments.recovery as recovery
-
-    if not Path("/dev/full").exists():
-        pytest.skip("no /dev/full on this system to stand for a full disk")
-
-    @contextmanager
-    def onto_a_full_disk(destination):
-        yield Path("/dev/full")
-
-    monkeypatch.setattr(recovery, "written_atomically", onto_a_full_disk)
-    with pytest.raises(UserError, match="No space left on device"):
-        recovery.AtomicCheckpointIO().save_checkpoint({"weights": torch.zeros(1000)}, tmp_path / "last.ckpt")
-
-
-def test_a_checkpoint_is_on_the_disk_before_it_replaces_the_previous_one(tmp_path, monkeypatch):
-    # A machine that crashes or loses power keeps what was synced: the new file must be synced, whole,
-    # while the old one still holds the checkpoint's name.
-    import experiments.data.files as files
-    import experiments.recovery as recovery
-
-    path = tmp_path / "last.ckpt"
-    recovery.AtomicCheckpointIO().save_checkpoint({"step": 1, "weights": torch.zeros(1000)}, path)
-    synced = []
-
-    def fsync(fd: int) -> None:
-        synced.append((os.fstat(fd).st_size, load_checkpoint(path)["step"]))
-
-    monkeypatch.setattr(files.os, "fsync", fsync)
-    recovery.AtomicCheckpointIO().save_checkpoint({"step": 2, "weights": torch.zeros(1000)}, path)
-    monkeypatch.undo()
-    assert synced == [(path.stat().st_size, 1)]  # the whole new file, while the name held step 1
-    assert load_checkpoint(path)["step"] == 2
-
-
-@pytest.mark.parametrize("switch", ["trainer.gradient_clip_val=0.5", "trainer.accumulate_grad_batches=2"])
-def test_a_run_resumed_with_clipping_or_accumulation_goes_on_from_its_step(make_config, switch):
-    # Our own step without them, Lightning's automatic optimisation with them: each mode counts its steps apart.
-    from experiments.train import train
-
-    common = ["model=mlp", "test=false", "logger=none", "trainer.accelerator=cpu"]
-    first = make_config(*common, "trainer.max_epochs=1")
-    train(first)
-    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
-    steps = load_checkpoint(last)["global_step"]
-    train(make_config(*common, "trainer.max_epochs=2", switch, f"resume={last}"))
-    per_epoch = steps if "clip" in switch else -(-steps // 2)
-    assert load_checkpoint(last)["global_step"] == steps + per_epoch
-
-
-class AskToStopAtStep10(L.Callback):
-    """Sets `trainer.should_stop` as Lightning's Timer (`max_time`) or early stopping do."""
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step == 10:
-            trainer.should_stop = True
-
-
-EPOCH_ENDS = (
-    "model=mlp",
-    "deterministic=true",
-    "trainer.accelerator=cpu",
-    "trainer.check_val_every_n_epoch=2",
-    "callbacks.last_checkpoint.every_n_train_steps=0",
-    "test=false",
-    "logger=none",
-)
-
-
-@pytest.mark.parametrize(
-    ("overrides", "saved_at"),
-    [
-        (["callbacks.last_checkpoint.every_n_epochs=1"], [20, 40, 60]),
-        (["callbacks.last_checkpoint.every_n_epochs=2"], [40, 60]),  # and the last epoch's end
-        (
-            ["callbacks.last_checkpoint.every_n_epochs=2", "callbacks.last_checkpoint.every_n_train_steps=20"],
-            [20, 40, 60],
-        ),
-        (["+trainer.val_check_interval=0.5"], [20, 30, 40, 60]),  # after the validation within epoch 2 too
-        # A step save that a validation follows is saved again after it (it may name a best-model file since gone).
-        (
-            ["+trainer.val_check_interval=0.5", "callbacks.last_checkpoint.every_n_train_steps=10"],
-            [10, 20, 30, 30, 40, 50, 60],
-        ),
-        # A stop asked for at step 10 that min_epochs holds off: saved at epoch ends only, not at every step.
-        (
-            ["+callbacks.stop._target_=tests.test_reliability_recovery.AskToStopAtStep10", "+trainer.min_epochs=3"],
-            [20, 40, 60],
-        ),
-    ],
-)
-def test_the_last_checkpoint_is_saved_at_epoch_ends_that_do_not_validate_too(
-    make_config, monkeypatch, overrides, saved_at
-):
-    # Lightning's ModelCheckpoint saves after validations instead of at epoch ends whenever validation is not
-    # every epoch (here: every second one); `every_n_epochs` thins the saves out.
-    import experiments.recovery as recovery
-    from experiments.train import train
-
-    save, saved = recovery.AtomicCheckpointIO.save_checkpoint, []
-
-    def recording(self, checkpoint, path, storage_options=None):
-        if Path(path).name == "last.ckpt":
-            saved.append(checkpoint["global_step"])
-        return save(self, checkpoint, path, storage_options)
-
-    monkeypatch.setattr(recovery.AtomicCheckpointIO, "save_checkpoint", recording)
-    cfg = make_config(*EPOCH_ENDS, "trainer.max_epochs=3", *overrides)
-    train(cfg)
-    assert json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["global_steps"] == 60  # 20 an epoch
-    assert saved == saved_at
-
-
-@pytest.mark.parametrize("every_n_epochs", [1, 2])
-def test_a_run_whose_training_ended_mid_epoch_resumes_with_the_rest_of_that_epoch(tmp_path, every_n_epochs):
-    # max_steps ends training in the middle of an epoch: saved at that epoch's end, Lightning would count the
-    # epoch as complete and a resumed run would skip its last batches. It is saved as it stands mid-epoch.
-    from experiments.config import compose
-    from experiments.train import train
-
-    common = [*EPOCH_ENDS, f"callbacks.last_checkpoint.every_n_epochs={every_n_epochs}", "scheduler=constant"]
-    common.append("trainer.max_epochs=3")
-    train(compose([*common, f"paths.output_dir={tmp_path / 'whole'}"]))
-    train(compose([*common, f"paths.output_dir={tmp_path / 'cut'}", "+trainer.max_steps=15"]))
-    last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
-    assert load_checkpoint(last)["global_step"] == 15
-    train(compose([*common, f"paths.output_dir={tmp_path / 'cut'}", f"resume={last}"]))
-    whole, resumed = (load_checkpoint(tmp_path / r / "checkpoints" / "last.ckpt") for r in ("whole", "cut"))
-    assert resumed["global_step"] == whole["global_step"] == 60
-    for key, value in whole["state_dict"].items():
-        torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=0)
-    assert final(tmp_path / "cut") == final(tmp_path / "whole")
-
-
-def test_a_resumed_run_that_does_not_validate_again_reports_the_validation_before_the_stop(tmp_path):
-    # Validation every second epoch of three; stopped after the second, the resumed run trains the third
-    # without validating. Its metrics.json must still report the second epoch's validation, as an
-    # uninterrupted run's does: Lightning keeps logged values in memory only.
-    from experiments.config import compose
-    from experiments.train import train
-
-    common = [*EPOCH_ENDS, "scheduler=constant", "trainer.max_epochs=3"]
-    train(compose([*common, f"paths.output_dir={tmp_path / 'whole'}"]))
-    train(compose([*common, f"paths.output_dir={tmp_path / 'cut'}", "+trainer.max_steps=40"]))
-    last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
-    assert load_checkpoint(last)["global_step"] == 40
-    train(compose([*common, f"paths.output_dir={tmp_path / 'cut'}", f"resume={last}"]))
-    whole, resumed = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("whole", "cut"))
-    assert resumed["global_steps"] == whole["global_steps"] == 60
-    assert {"val/loss", "val/acc"} <= set(whole["val"])
-    assert resumed["val"] == whole["val"]
-    assert resumed["objective"] == whole["objective"]
-    # Resumed once more, with nothing left to train (as after a crash during the test): the same report.
-    train(
-        compose([*common, f"paths.output_dir={tmp_path / 'cut'}", f"resume={last}", "callbacks.model_checkpoint=null"])
-    )
-    again = json.loads((tmp_path / "cut" / "metrics.json").read_text())
-    assert again["global_steps"] == 60 and again["val"] == whole["val"]
-    assert again["objective"]["value"] == whole["val"]["val/acc"]  # without a checkpoint callback: the last val/acc
-
-
-def test_a_model_loaded_from_a_checkpoint_brings_no_old_metrics_into_a_new_fit(make_config):
-    from hydra.utils import instantiate
-
-    from experiments.models.classifier import Classifier
-    from experiments.train import train
-
-    cfg = make_config("model=mlp", "trainer.max_epochs=1", "test=false", "logger=none", "trainer.accelerator=cpu")
-    train(cfg)
-    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    assert "val/acc" in load_checkpoint(last)["callback_metrics"]
-    model = Classifier.load_from_checkpoint(last, weights_only=True)
-    trainer = L.Trainer(
-        max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False
-    )
-    trainer.fit(model, datamodule=instantiate(cfg.data))
-    assert not any(key.startswith("val/") for key in trainer.callback_metrics)
