@@ -1,8 +1,9 @@
 """The dashboards: a text run's confusion matrix and table of misclassified reviews read back from TensorBoard,
-when images are drawn, and how the misclassified images are laid out."""
+when images are drawn, the final metrics of a resumed run, and how the misclassified images are laid out."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,23 @@ def test_images_are_drawn_every_n_epochs_and_after_the_last(make_config, tmp_pat
     events.Reload()
     drawn = [image.step for image in events.Images("val/confusion_matrix")]
     assert drawn == [4, 8, 10]  # after epochs 2, 4 and the last, 5 (two steps per epoch)
+
+
+def test_a_resumed_run_with_nothing_left_to_train_puts_its_final_metrics_in_the_hparams_entry(tmp_path: Path):
+    # Lightning keeps logged values in memory only: the validation before the stop comes from the checkpoint,
+    # and the HParams entry is to show it as the uninterrupted run's does. No best-model file: no best score.
+    from experiments.config import compose
+
+    common = ["model=mlp", "trainer.max_epochs=1", "trainer.accelerator=cpu", "test=false"]
+    common.append("callbacks.model_checkpoint=null")
+    train(compose([*common, f"paths.output_dir={tmp_path / 'whole'}"]))
+    last = tmp_path / "whole" / "checkpoints" / "last.ckpt"
+    train(compose([*common, f"paths.output_dir={tmp_path / 'again'}", f"resume={last}"]))
+    val = json.loads((tmp_path / "whole" / "metrics.json").read_text())["val"]
+    events = EventAccumulator(str(tmp_path / "again" / "tensorboard"))
+    events.Reload()
+    final = {tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"] if tag.startswith("final/")}
+    assert final == pytest.approx({f"final/{key.replace('/', '_')}": value for key, value in val.items()})
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -95,8 +95,11 @@ class Dashboards(L.Callback):
             table = reviews_table(x, y, probabilities, names, trainer.datamodule)
             board.add_text(f"{stage}/misclassified", table, step)
 
-    # The HParams entry, with the final metrics.
-    def on_fit_end(self, trainer, pl_module) -> None:
+    # The HParams entry, with the final metrics: at the fit's teardown, after every on_fit_end, the module's
+    # too, which puts back the validation a resumed run with nothing left to train did not repeat.
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if stage != "fit":
+            return
         self._final = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.best_model_score is not None:
