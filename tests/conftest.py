@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -14,11 +15,21 @@ import torch
 from omegaconf import DictConfig
 
 from experiments.config import compose
+from experiments.recovery import load_checkpoint
 
 os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the CLI subprocesses
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The reliability tests' run: short, deterministic, a last.ckpt every 5 steps.
+RUN = (
+    "model=mlp",
+    "trainer.max_epochs=4",  # 20 steps per epoch on the digits
+    "deterministic=true",
+    "trainer.accelerator=cpu",
+    "callbacks.last_checkpoint.every_n_train_steps=5",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -58,3 +69,12 @@ def run_cli(
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def checkpoint_step(path: Path) -> int:
+    return load_checkpoint(path)["global_step"]
+
+
+def final(run_dir: Path) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {key: metrics[key] for key in ("val", "test", "objective", "epochs", "global_steps")}

@@ -67,6 +67,7 @@ def test_a_resumed_run_with_nothing_left_to_train_puts_its_final_metrics_in_the_
     last = tmp_path / "whole" / "checkpoints" / "last.ckpt"
     train(compose([*common, f"paths.output_dir={tmp_path / 'again'}", f"resume={last}"]))
     val = json.loads((tmp_path / "whole" / "metrics.json").read_text())["val"]
+    assert {"val/loss", "val/acc"} <= set(val)
     events = EventAccumulator(str(tmp_path / "again" / "tensorboard"))
     events.Reload()
     final = {tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"] if tag.startswith("final/")}
@@ -76,7 +77,7 @@ def test_a_resumed_run_with_nothing_left_to_train_puts_its_final_metrics_in_the_
 @pytest.mark.parametrize("channels", [1, 3])
 def test_misclassified_images_are_tiled_under_their_labels(channels: int):
     # Ten normalised 3x4 images (fewer than two full rows of eight): each is stretched back to 0..1 and sits
-    # in its own tile, in order, under "true→predicted" and the predicted class's probability.
+    # in its own tile, in order, under its true class and "→predicted" with the predicted class's probability.
     import torch
 
     from experiments.dashboards import examples_figure
@@ -101,4 +102,8 @@ def test_misclassified_images_are_tiled_under_their_labels(channels: int):
             assert (tile == 1).all()  # white where there is no example
     labels = [text.get_text() for text in axes.texts]
     names = "abc"
-    assert labels == [f"{names[t]}→{names[(t + 1) % 3]}\n{0.5 + 0.5 / 3:.2f}" for t in y.tolist()]
+    assert labels == [f"{names[t]}\n→{names[(t + 1) % 3]} {0.5 + 0.5 / 3:.2f}" for t in y.tolist()]
+    for k, text in enumerate(axes.texts):  # centred on its tile, its bottom at the top of the image
+        row, column = divmod(k, 8)
+        centre, bottom = column * (width + gap) + width / 2, row * (band + height) + band - 0.5
+        assert text.get_position() == (centre, bottom) and (text.get_ha(), text.get_va()) == ("center", "bottom")

@@ -17,7 +17,7 @@ import torch
 
 from experiments.config import UserError
 from experiments.recovery import load_checkpoint
-from tests.test_reliability_recovery import RUN, checkpoint_step, final
+from tests.conftest import RUN, checkpoint_step, final
 
 
 def stopped_and_resumed(tmp_path: Path, common: list[str], stop: str) -> dict:
@@ -118,7 +118,7 @@ def test_a_checkpoint_is_on_the_disk_before_it_replaces_the_previous_one(tmp_pat
         synced.append((os.fstat(fd).st_size, load_checkpoint(path)["step"]))
 
     monkeypatch.setattr(files.os, "fsync", fsync)
-    recovery.AtomicCheckpointIO().save_checkpoint({"step": 2, "weights": torch.zeros(1000)}, path)
+    recovery.AtomicCheckpointIO().save_checkpoint({"step": 2, "weights": torch.zeros(2000)}, path)  # a larger file
     monkeypatch.undo()
     assert synced == [(path.stat().st_size, 1)]  # the whole new file, while the name held step 1
     assert load_checkpoint(path)["step"] == 2
@@ -245,11 +245,24 @@ def test_a_model_loaded_from_a_checkpoint_brings_no_old_metrics_into_a_new_fit(m
     from experiments.models.classifier import Classifier
     from experiments.train import train
 
-    cfg = make_config("model=mlp", "trainer.max_epochs=1", "test=false", "logger=none", "trainer.accelerator=cpu")
+    # Stopped mid-epoch after a validation (at step 10 of 20): the checkpoint holds validation values, and
+    # the epoch's tally and step losses so far, none of which a new fit of the loaded model is to report.
+    cfg = make_config(
+        "model=mlp",
+        "trainer.max_epochs=1",
+        "+trainer.val_check_interval=10",
+        "+trainer.max_steps=15",
+        "trainer.log_every_n_steps=5",
+        "test=false",
+        "logger=csv",
+        "trainer.accelerator=cpu",
+    )
     train(cfg)
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    assert "val/acc" in load_checkpoint(last)["callback_metrics"]
+    checkpoint = load_checkpoint(last)
+    assert "val/acc" in checkpoint["callback_metrics"] and checkpoint["epoch_so_far"]["steps"] == [4, 9, 14]
     model = Classifier.load_from_checkpoint(last, weights_only=True)
+    assert model.step_losses == [] and model.tallies["train"].sizes == []
     trainer = L.Trainer(
         max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False
     )

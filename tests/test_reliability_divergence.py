@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from experiments.recovery import StopOnNonFiniteLoss, load_checkpoint
-from tests.test_reliability_recovery import RUN
+from tests.conftest import RUN
 
 
 def assert_saved_weights_finite(output_dir: Path) -> None:

@@ -27,15 +27,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from experiments.config import UserError
 from experiments.recovery import load_checkpoint
-from tests.conftest import run_cli
-
-RUN = (
-    "model=mlp",
-    "trainer.max_epochs=4",  # 20 steps per epoch on the digits
-    "deterministic=true",
-    "trainer.accelerator=cpu",
-    "callbacks.last_checkpoint.every_n_train_steps=5",
-)
+from tests.conftest import RUN, checkpoint_step, final, run_cli
 
 LAUNCHER = textwrap.dedent(
     """
@@ -107,15 +99,6 @@ class Launched:
 
     def text(self) -> str:
         return self.log.read_text()
-
-
-def checkpoint_step(path: Path) -> int:
-    return load_checkpoint(path)["global_step"]
-
-
-def final(run_dir: Path) -> dict:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {key: metrics[key] for key in ("val", "test", "objective", "epochs", "global_steps")}
 
 
 def epoch_curves(run_dir: Path) -> dict[str, dict[int, float]]:

@@ -192,12 +192,13 @@ def examples_figure(x: torch.Tensor, y: torch.Tensor, probabilities: torch.Tenso
         row, column = divmod(k, columns)
         tiles[row, column, :, band:, :width] = image
         predicted = int(p.argmax())
-        text = f"{names[label]}→{names[predicted]}\n{p[predicted]:.2f}"
+        # The predicted class on a line of its own: two long names side by side overran the tile's width.
+        text = f"{names[label]}\n→{names[predicted]} {p[predicted]:.2f}"
         centre, bottom = column * (width + gap) + width / 2, row * (band + height) + band - 0.5
         axes.text(centre, bottom, text, ha="center", va="bottom", fontsize=7, linespacing=1.1)
     grid = tiles.permute(0, 3, 1, 4, 2).reshape(rows * (band + height), columns * (width + gap), channels)
     axes.imshow(grid.squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    figure.suptitle("misclassified: true→predicted (probability)", fontsize=9)
+    figure.suptitle("misclassified: true, →predicted (probability)", fontsize=9)
     return figure
 
 

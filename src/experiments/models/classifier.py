@@ -220,18 +220,20 @@ class Classifier(L.LightningModule):
     # A checkpoint taken in the middle of an epoch keeps that epoch's tally and the step losses not yet
     # logged, so a run resumed from it reports the epoch exactly as an uninterrupted run would. It keeps
     # the values logged so far too, which Lightning holds in memory only: a resumed run whose remaining
-    # epochs do not validate still reports (and shows) the last validation, as an uninterrupted run does.
+    # epochs do not validate still reports the last validation (metrics.json, the plain progress line), as
+    # an uninterrupted run does. A model merely loaded from a checkpoint and fitted afresh takes none of it.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         steps = [step for step, _ in self.step_losses]
         losses = torch.stack([loss for _, loss in self.step_losses]) if steps else torch.empty(0)
         checkpoint["epoch_so_far"] = {"train": self.tallies["train"].state_dict(), "steps": steps, "losses": losses}
-        checkpoint["callback_metrics"] = {k: v.detach().cpu() for k, v in self.trainer.callback_metrics.items()}
+        metrics = self.trainer.callback_metrics  # Lightning's values are tensors; a callback may add a number
+        checkpoint["callback_metrics"] = {k: torch.as_tensor(v).detach().cpu() for k, v in metrics.items()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        so_far = checkpoint.get("epoch_so_far", {})
-        self.tallies["train"].load_state_dict(so_far.get("train", {}))
-        self.step_losses = list(zip(so_far.get("steps", []), so_far.get("losses", []), strict=True))
         if self._trainer is not None and self._trainer.state.fn == TrainerFn.FITTING:  # a resume, not a mere load
+            so_far = checkpoint.get("epoch_so_far", {})
+            self.tallies["train"].load_state_dict(so_far.get("train", {}))
+            self.step_losses = list(zip(so_far.get("steps", []), so_far.get("losses", []), strict=True))
             self.metrics_before_resume = checkpoint.get("callback_metrics", {})
         count_steps_in_both_modes(checkpoint)
 
