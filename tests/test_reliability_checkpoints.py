@@ -147,6 +147,15 @@ class AskToStopAtStep10(L.Callback):
             trainer.should_stop = True
 
 
+class RecordProgressBar(L.Callback):
+    """What Lightning's progress bar shows at each training epoch's end, (epoch, values), run after run."""
+
+    seen: list[tuple[int, dict]] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        RecordProgressBar.seen.append((trainer.current_epoch, dict(trainer.progress_bar_metrics)))
+
+
 EPOCH_ENDS = (
     "model=mlp",
     "deterministic=true",
@@ -223,7 +232,14 @@ def test_a_resumed_run_that_does_not_validate_again_reports_the_validation_befor
     from experiments.train import train
 
     common = [*EPOCH_ENDS, "scheduler=constant", "trainer.max_epochs=3"]
+    common.append(f"+callbacks.bar._target_={__name__}.RecordProgressBar")
+    RecordProgressBar.seen.clear()
     assert stopped_and_resumed(tmp_path, common, "+trainer.max_steps=40")["global_step"] == 40
+    # The live bar (on a terminal) shows the same values at the last epoch's end: the whole run's third
+    # epoch against the resumed run's (the stopped run's two epochs in between).
+    (whole_epoch, whole_bar), (resumed_epoch, resumed_bar) = RecordProgressBar.seen[2], RecordProgressBar.seen[-1]
+    assert whole_epoch == resumed_epoch == 2 and len(RecordProgressBar.seen) == 6
+    assert {"val/loss", "val/acc"} <= set(whole_bar) and resumed_bar == whole_bar
     last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
     whole, resumed = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("whole", "cut"))
     assert resumed["global_steps"] == whole["global_steps"] == 60

@@ -220,8 +220,8 @@ class Classifier(L.LightningModule):
     # A checkpoint taken in the middle of an epoch keeps that epoch's tally and the step losses not yet
     # logged, so a run resumed from it reports the epoch exactly as an uninterrupted run would. It keeps
     # the values logged so far too, which Lightning holds in memory only: a resumed run whose remaining
-    # epochs do not validate still reports the last validation (metrics.json, the plain progress line), as
-    # an uninterrupted run does. A model merely loaded from a checkpoint and fitted afresh takes none of it.
+    # epochs do not validate still reports and shows the last validation, as an uninterrupted run does.
+    # A model merely loaded from a checkpoint and fitted afresh takes none of it.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         steps = [step for step, _ in self.step_losses]
         losses = torch.stack([loss for _, loss in self.step_losses]) if steps else torch.empty(0)
@@ -247,8 +247,11 @@ class Classifier(L.LightningModule):
         self._restore_metrics()
 
     def _restore_metrics(self) -> None:
+        shown = self.trainer.progress_bar_metrics  # Lightning's live bar keeps copies, as numbers
         for key, value in self.metrics_before_resume.items():
             self.trainer.callback_metrics.setdefault(key, value)
+            if key.startswith("val/"):  # the values `_log_tally` puts on the bar
+                shown.setdefault(key, float(value))
         self.metrics_before_resume = {}
 
     def on_validation_epoch_start(self) -> None:
