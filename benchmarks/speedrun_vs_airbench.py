@@ -149,7 +149,9 @@ def main() -> None:
 
     data = "real CIFAR-10" if args.data_dir else "random CIFAR-shaped data (accuracy is chance)"
     settings = f", overrides {' '.join(args.overrides)}" if args.overrides else ""
-    device = f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
+    from machine import cpu
+
+    device = f"{torch.cuda.get_device_name()}, {cpu()}, torch {torch.__version__}"
     print(f"\n{device}, {data}{settings}, median of {args.runs} runs\n")
     print("| | seconds per run | test accuracy |")
     print("|---|---:|---:|")

@@ -52,8 +52,10 @@ def main() -> None:
             totals.append(total), imports.append(imported)
             for seconds, name in top_level:
                 heaviest.setdefault(name, []).append(seconds)
+    from machine import cpu
+
     total, imported = statistics.median(totals), statistics.median(imports)
-    print(f"process start to first training step: {total:.2f} s (median of {args.runs})")
+    print(f"process start to first training step: {total:.2f} s (median of {args.runs}; {cpu()})")
     print(f"  imports                            : {imported:.2f} s")
     rest = statistics.median(t - i for t, i in zip(totals, imports, strict=True))
     print(f"  everything else                    : {rest:.2f} s")

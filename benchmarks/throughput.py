@@ -259,8 +259,11 @@ def print_table(rows, args) -> None:
     def median(figures: dict, path: str) -> str:
         return f"{statistics.median(figures[path]):,.0f}" if path in figures else "-"
 
-    device = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu, {args.threads} thread(s)"
-    print(f"\nsteady-state training samples/s, median of {args.rounds} rounds, {device}, torch {torch.__version__}\n")
+    from machine import cpu
+
+    device = torch.cuda.get_device_name() if args.device == "cuda" else f"{args.threads} torch thread(s)"
+    where = f"{device}, {cpu()}, torch {torch.__version__}"
+    print(f"\nsteady-state training samples/s, median of {args.rounds} rounds, {where}\n")
     print(
         "| workload | data | batch | (a) project | (b) plain loop | (c) template | (d) bare Lightning "
         "| (a)/(b) | (a)/(c) | (d)/(b) |"

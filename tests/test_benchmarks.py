@@ -19,6 +19,8 @@ def run_script(*args: str) -> str:
 
 def test_throughput_compares_the_four_paths():
     out = run_script("benchmarks/throughput.py", "--workloads", "mnist_mlp", "--rounds", "1", "--paths", "abcd")
+    header = next(line for line in out.splitlines() if line.startswith("steady-state training samples/s"))
+    assert re.search(r"1 torch thread\(s\), .+, \d+ cores, torch \d", header)  # the machine, for the docs
     row = next(line for line in out.splitlines() if line.startswith("| mnist_mlp |"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[:3] == ["mnist_mlp", "synthetic", "128"]
@@ -30,7 +32,7 @@ def test_throughput_compares_the_four_paths():
 
 def test_startup_separates_imports_from_the_rest():
     out = run_script("benchmarks/startup.py", "--runs", "1")
-    total = float(re.search(r"first training step: (\S+) s", out).group(1))
+    total = float(re.search(r"first training step: (\S+) s \(median of 1; .+, \d+ cores\)", out).group(1))
     imports = float(re.search(r"imports\s*: (\S+) s", out).group(1))
     rest = float(re.search(r"everything else\s*: (\S+) s", out).group(1))
     assert 0 < rest < total and abs(total - imports - rest) < 0.02
