@@ -26,6 +26,10 @@ from experiments.models.graphs import GraphedTraining, graphed_training_for
 from experiments.models.nets import build_net
 from experiments.models.optim import build_optimizer, build_scheduler
 
+# Lightning's two in-memory copies of the values logged so far, which a checkpoint keeps for a resumed run:
+# what callbacks and metrics.json read, and what the live progress bar shows.
+LOGGED = ("callback_metrics", "progress_bar_metrics")
+
 
 class Tally:
     """One stage's losses and predictions over an epoch, on their device; counted once, at the epoch's end."""
@@ -125,7 +129,7 @@ class Classifier(L.LightningModule):
         self.step_losses: list[tuple[int, torch.Tensor]] = []  # (global step, loss) for the loggers
         self.timed_checkpoints = False  # whether a checkpoint callback saves every n steps or minutes
         self.graphed_training: GraphedTraining | None = None  # with cuda_graphs, during a fit on one GPU
-        self.metrics_before_resume: dict[str, torch.Tensor] = {}  # from the checkpoint a run resumes from
+        self.metrics_before_resume: dict[str, dict] = {}  # LOGGED's values from the checkpoint a run resumes from
 
     def setup(self, stage: str) -> None:
         device = self.trainer.strategy.root_device
@@ -228,13 +232,14 @@ class Classifier(L.LightningModule):
         checkpoint["epoch_so_far"] = {"train": self.tallies["train"].state_dict(), "steps": steps, "losses": losses}
         metrics = self.trainer.callback_metrics  # Lightning's values are tensors; a callback may add a number
         checkpoint["callback_metrics"] = {k: torch.as_tensor(v).detach().cpu() for k, v in metrics.items()}
+        checkpoint["progress_bar_metrics"] = dict(self.trainer.progress_bar_metrics)  # numbers already
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self._trainer is not None and self._trainer.state.fn == TrainerFn.FITTING:  # a resume, not a mere load
             so_far = checkpoint.get("epoch_so_far", {})
             self.tallies["train"].load_state_dict(so_far.get("train", {}))
             self.step_losses = list(zip(so_far.get("steps", []), so_far.get("losses", []), strict=True))
-            self.metrics_before_resume = checkpoint.get("callback_metrics", {})
+            self.metrics_before_resume = {name: checkpoint.get(name, {}) for name in LOGGED}
         count_steps_in_both_modes(checkpoint)
 
     # Put back when training starts, not on loading: Lightning clears its metrics after restoring the
@@ -247,11 +252,10 @@ class Classifier(L.LightningModule):
         self._restore_metrics()
 
     def _restore_metrics(self) -> None:
-        shown = self.trainer.progress_bar_metrics  # Lightning's live bar keeps copies, as numbers
-        for key, value in self.metrics_before_resume.items():
-            self.trainer.callback_metrics.setdefault(key, value)
-            if key.startswith("val/"):  # the values `_log_tally` puts on the bar
-                shown.setdefault(key, float(value))
+        for name, values in self.metrics_before_resume.items():
+            logged = getattr(self.trainer, name)
+            for key, value in values.items():
+                logged.setdefault(key, value)
         self.metrics_before_resume = {}
 
     def on_validation_epoch_start(self) -> None:
