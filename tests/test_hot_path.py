@@ -1,4 +1,6 @@
-"""The training hot path: epoch metrics counted on the device, steady-state throughput, fused optimisers."""
+"""The training hot path: steady-state throughput, fused optimisers, our own optimiser step.
+
+The epoch metrics counted on the device are tested in test_metrics.py."""
 
 from __future__ import annotations
 
@@ -10,11 +12,10 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from experiments.callbacks import Throughput
 from experiments.data import DigitsDataModule
-from experiments.models.classifier import Classifier, Tally, prepare_net
+from experiments.models.classifier import Classifier, prepare_net
 from experiments.models.nets import build_net
 from experiments.models.optim import build_optimizer
 from experiments.recovery import LastCheckpoint
@@ -22,32 +23,6 @@ from experiments.recovery import ModelCheckpoint as KeyedOnce
 
 NET = {"name": "mlp", "width": 32, "depth": 1}
 ADAMW = {"name": "adamw", "lr": 0.01, "weight_decay": 0.01}
-
-
-def test_tally_matches_torchmetrics_over_uneven_batches():
-    generator = torch.Generator().manual_seed(0)
-    tally = Tally(num_classes=5)
-    accuracy, f1 = MulticlassAccuracy(5, average="micro"), MulticlassF1Score(5, average="macro")
-    losses, sizes = [], []
-    for size in (7, 16, 3):
-        logits = torch.randn(size, 5, generator=generator)
-        targets = torch.randint(0, 4, (size,), generator=generator)  # class 4 never a target: still counted
-        loss = torch.nn.functional.cross_entropy(logits, targets)
-        tally.add(logits, targets, loss)
-        accuracy.update(logits, targets), f1.update(logits, targets)
-        losses.append(loss * size), sizes.append(size)
-    metrics = tally.compute(reduce=lambda totals: totals)
-    assert metrics["acc"].item() == pytest.approx(accuracy.compute().item())
-    assert metrics["f1"].item() == pytest.approx(f1.compute().item())
-    assert metrics["loss"].item() == pytest.approx((sum(losses) / sum(sizes)).item())
-
-
-def test_tally_sums_over_processes_before_dividing():
-    tally = Tally(num_classes=2)
-    tally.add(torch.tensor([[2.0, 0.0], [0.0, 2.0]]), torch.tensor([0, 0]), torch.tensor(1.0))
-    # As if a second process had seen the same two samples: counts double, the ratios stay.
-    metrics = tally.compute(reduce=lambda totals: 2 * totals)
-    assert metrics["acc"].item() == pytest.approx(0.5) and metrics["loss"].item() == pytest.approx(1.0)
 
 
 def test_optimizers_use_fused_kernels_and_skip_decay_on_biases():

@@ -7,8 +7,8 @@ callback adds what a user looks at to judge a run or compare a sweep's runs:
 - at the end, the run's hyperparameters with its final metrics in the HParams dashboard, so the runs
   of a sweep line up in one table (`tensorboard --logdir <sweep dir>`, HPARAMS tab).
 
-Costs nothing per training step: validation and test steps hand over their logits, the confusion
-matrix is counted on the device, and the host reads it once per epoch.
+Costs nothing per training step: validation and test steps hand over their logits, and the confusion
+matrix is counted on the device (torchmetrics), once per drawn evaluation, when the host reads it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 KEPT = 512  # examples per evaluation kept to pick misclassified ones from (the first batches')
 SHOWN = 16  # misclassified examples shown
@@ -27,16 +28,20 @@ class Dashboards(L.Callback):
         # Drawing takes a few tenths of a second: on every epoch it would double a short run's time.
         self.images_every_n_epochs = images_every_n_epochs
         self.test = test  # the HParams entry is written after the test when there is one, else after fit
-        self._confusion: torch.Tensor | None = None
+        self._confusion: MulticlassConfusionMatrix | None = None
+        self._labels: list[tuple[torch.Tensor, torch.Tensor]] = []  # (predicted, true) per batch
         self._kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._final: dict[str, float] = {}
 
     # Counting, on the device, during the validations that will be drawn and the test.
     def _start(self, trainer: L.Trainer, pl_module: L.LightningModule, draws: bool) -> None:
-        self._confusion, self._kept = None, []  # `_count` does nothing for an evaluation nobody draws
+        self._confusion, self._labels, self._kept = None, [], []  # `_count` skips an evaluation nobody draws
         if draws and tensorboard_logger(trainer) is not None:
+            # Without argument checks, which would read the labels back to the host. Only the first process
+            # draws, from its own batches: a synchronisation would wait for the others, which never compute.
             n = pl_module.hparams.spec["num_classes"]
-            self._confusion = torch.zeros(n, n, dtype=torch.long, device=pl_module.device)
+            confusion = MulticlassConfusionMatrix(n, validate_args=False, sync_on_compute=False)
+            self._confusion = confusion.to(pl_module.device)
 
     def _draws_validation(self, trainer: L.Trainer) -> bool:
         epoch = trainer.current_epoch + 1
@@ -47,11 +52,9 @@ class Dashboards(L.Callback):
         if logits is None or self._confusion is None:
             return
         x, y = batch
-        predicted = logits.argmax(dim=1)
-        n = len(self._confusion)
-        # A product of one-hot matrices rather than bincount: it has a deterministic CUDA kernel.
-        one_hot = torch.nn.functional.one_hot
-        self._confusion += (one_hot(y, n).T.float() @ one_hot(predicted, n).float()).long()
+        # Counted once, when drawn: torchmetrics counts with bincount, whose CUDA kernel reads the labels'
+        # range back to the host at every call.
+        self._labels.append((logits.argmax(dim=1), y))
         if sum(len(k[1]) for k in self._kept) < KEPT:
             self._kept.append((x.detach(), y, logits.detach().softmax(dim=1)))
 
@@ -79,9 +82,12 @@ class Dashboards(L.Callback):
         if logger is None or self._confusion is None or not trainer.is_global_zero:
             return
         board = logger.experiment  # the SummaryWriter
-        names = class_names(trainer.datamodule, len(self._confusion))
+        names = class_names(trainer.datamodule, self._confusion.num_classes)
         step = trainer.global_step
-        board.add_figure(f"{stage}/confusion_matrix", confusion_figure(self._confusion.cpu(), names), step)
+        if self._labels:
+            self._confusion.update(*(torch.cat(parts) for parts in zip(*self._labels, strict=True)))
+        confusion = self._confusion.compute().cpu()
+        board.add_figure(f"{stage}/confusion_matrix", confusion_figure(confusion, names), step)
         if not self._kept:
             return
         x, y, probabilities = (torch.cat(parts).cpu() for parts in zip(*self._kept, strict=True))

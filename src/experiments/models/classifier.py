@@ -4,7 +4,7 @@ Its hyperparameters are plain values (dicts, lists, numbers, strings), so checkp
 torch's default `weights_only=True`, and `Classifier.load_from_checkpoint(path)` rebuilds the net.
 
 A training step does the step and nothing else: its loss and predictions stay on the device in a
-`Tally`, read once at the epoch's end (one host-device sync per epoch, none per step). Every
+`Tally`, which torchmetrics counts once, at the epoch's end (no host-device sync per step). Every
 `log_every_n_steps`-th step loss goes to the loggers then too, as `train/loss_step`. The step itself
 (backward, optimiser, schedule) is taken by hand unless the run needs Lightning's: see
 `automatic_optimization`.
@@ -13,7 +13,6 @@ A training step does the step and nothing else: its loss and predictions stay on
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -21,6 +20,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import MixedPrecision
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from experiments.models.graphs import GraphedTraining, graphed_training_for
 from experiments.models.nets import build_net
@@ -32,11 +33,30 @@ LOGGED = ("callback_metrics", "progress_bar_metrics")
 
 
 class Tally:
-    """One stage's losses and predictions over an epoch, on their device; counted once, at the epoch's end."""
+    """One stage's losses and predictions over an epoch, on their device; counted by torchmetrics once, at the
+    epoch's end, and summed over the processes by its synchronisation."""
 
     def __init__(self, num_classes: int) -> None:
-        self.num_classes = num_classes
+        # No argument checks: the inputs are the module's own predictions and the data's targets, and checking
+        # them would read them back to the host. torchmetrics' macro average (since 1.0) leaves out a class absent
+        # from both targets and predictions (an F1 of 0/0) and counts one predicted but never true, or true but
+        # never predicted, as 0, as scikit-learn's `f1_score(average="macro")` does: the mean over the classes
+        # seen in either, with no setting to choose.
+        self.classes = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
+                "f1": MulticlassF1Score(num_classes, average="macro", validate_args=False),
+            },
+            compute_groups=False,  # micro and macro averages keep different counts: nothing to share, only to check
+        )
+        # A NaN loss keeps the epoch's mean NaN, as a diverged run should show (torchmetrics would drop it).
+        self.loss = MeanMetric(nan_strategy=float("nan"))
         self.reset()
+
+    def to(self, device: torch.device) -> None:
+        """Counts on `device`, where the steps leave their tensors (and where a resumed epoch's tally goes)."""
+        self.classes.to(device)
+        self.loss.to(device)
 
     def reset(self) -> None:
         self.losses: list[torch.Tensor] = []
@@ -64,25 +84,24 @@ class Tally:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.reset()
         if state:
-            self.losses, self.sizes = list(state["losses"]), state["sizes"].tolist()
-            self.predictions, self.targets = [state["predictions"]], [state["targets"]]
+            # The checkpoint may have been written, or loaded, on another device than the one counting.
+            device = self.loss.device
+            self.losses, self.sizes = list(state["losses"].to(device)), state["sizes"].tolist()
+            self.predictions, self.targets = [state["predictions"].to(device)], [state["targets"].to(device)]
 
-    def compute(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Mean loss, accuracy and macro-F1 (over the classes seen in targets or predictions).
-
-        `reduce` sums a tensor over all processes (identity on one), so every rank reads the same values.
-        """
-        predictions, targets = torch.cat(self.predictions), torch.cat(self.targets)
-        classes = torch.arange(self.num_classes, device=targets.device)
-        predicted, actual = predictions[:, None] == classes, targets[:, None] == classes
+    def compute(self) -> dict[str, torch.Tensor]:
+        """Mean loss (weighted by batch size), accuracy and macro-F1, the same on every process."""
+        targets = torch.cat(self.targets)
+        self.classes.update(torch.cat(self.predictions), targets)
         sizes = torch.tensor(self.sizes, dtype=torch.float32, device=targets.device)
-        loss_sum = torch.stack(self.losses).float() @ sizes
-        counts = [(predicted & actual).sum(0), predicted.sum(0), actual.sum(0), loss_sum.view(1), sizes.sum().view(1)]
-        totals = reduce(torch.cat([c.float() for c in counts]))
-        true_positives, predicted, actual, (loss_sum, n) = totals.split([self.num_classes] * 3 + [2])
-        seen = (predicted + actual) > 0
-        f1 = 2 * true_positives[seen] / (predicted + actual)[seen]
-        return {"loss": loss_sum / n, "acc": true_positives.sum() / n, "f1": f1.mean()}
+        self.loss.update(torch.stack(self.losses), sizes)
+        values = {"loss": self.loss.compute(), **self.classes.compute()}
+        # Zeroed outside an evaluation's inference mode, whose tensors nothing outside it may add to: the
+        # same module evaluated by a Trainer with `inference_mode=False` would fail on its first epoch.
+        with torch.inference_mode(False):
+            self.classes.reset()
+            self.loss.reset()
+        return values
 
 
 def count_steps_in_both_modes(checkpoint: dict) -> None:
@@ -134,6 +153,10 @@ class Classifier(L.LightningModule):
     def setup(self, stage: str) -> None:
         device = self.trainer.strategy.root_device
         prepare_net(self.net, device, compile=self.hparams.compile and stage == "fit")
+        # Moved here, not registered as submodules: converting the module to half precision (`bf16-true`)
+        # would convert them too, and sum the epoch's losses in it.
+        for tally in self.tallies.values():
+            tally.to(device)
         graphs = self.hparams.cuda_graphs and stage == "fit"
         self.graphed_training = graphed_training_for(self.net, self.trainer) if graphs else None
         # Read by `automatic_optimization` some ten times a step; the run's callbacks stay as they are.
@@ -288,11 +311,7 @@ class Classifier(L.LightningModule):
         tally = self.tallies[stage]
         if not tally.sizes:  # no batches this epoch (e.g. limit_val_batches=0)
             return
-
-        def reduce(totals: torch.Tensor) -> torch.Tensor:
-            return self.trainer.strategy.reduce(totals, reduce_op="sum")
-
-        metrics = tally.compute(reduce)
+        metrics = tally.compute()
         # The values are already the same on every process; sync_dist's one small all-reduce per epoch
         # keeps Lightning's bookkeeping (and its warning) quiet. Validation values show on the progress bar.
         values = {f"{stage}/{name}": value for name, value in metrics.items()}
