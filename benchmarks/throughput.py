@@ -211,7 +211,7 @@ def main() -> None:
     from hydra.utils import instantiate
     from template import template_throughput
 
-    from experiments.train import pick_precision
+    from experiments.trainer import pick_precision
 
     device = torch.device(args.device)
     accelerator = "gpu" if args.device == "cuda" else "cpu"

@@ -8,11 +8,13 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import REPO, run_cli
 
 
+@pytest.mark.slow
 def test_default_run_reaches_the_accuracy_bar_and_logs_to_tensorboard(tmp_path: Path):
     result = run_cli(cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -37,6 +39,7 @@ def test_default_run_reaches_the_accuracy_bar_and_logs_to_tensorboard(tmp_path: 
     assert len(val_acc) == 20 and max(val_acc) == max(val_acc[-15:]) > 0.9  # it learned, not just started well
 
 
+@pytest.mark.slow
 def test_runs_started_together_get_their_own_directories(tmp_path: Path):
     command = [sys.executable, "-m", "experiments", "debug=fast_dev_run", "model=mlp"]
     processes = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL) for _ in range(2)]
@@ -52,6 +55,7 @@ def test_console_script_is_installed(tmp_path: Path):
     assert result.returncode == 0 and "model: cnn, mlp, rnn" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_regular_wheel_install_carries_the_configs(tmp_path: Path):
     subprocess.run(
         [

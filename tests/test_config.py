@@ -8,7 +8,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from experiments.config import UserError, config_dir, validate
+from experiments.config import config_dir, validate
+from experiments.errors import UserError
 from tests.conftest import run_cli
 
 GROUPS = sorted(p.name for p in config_dir().iterdir() if p.is_dir() and p.name != "hydra")

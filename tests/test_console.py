@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # subprocess runs of the whole CLI: the full tier
+
 
 def test_a_terminal_gets_rich_progress_bars_instead_of_plain_epoch_lines(tmp_path: Path):
     leader, follower = pty.openpty()

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.config import UserError
 from experiments.data import CIFAR10DataModule, IMDBDataModule, MNISTDataModule
 from experiments.data.cifar10 import _crop, read_batch
 from experiments.data.files import extract_tar
 from experiments.data.imdb import tokenize
+from experiments.errors import UserError
 from experiments.train import train
 from tests import fixtures
 from tests.conftest import REPO, run_cli
@@ -164,6 +164,7 @@ def test_offline_without_files_gives_the_clear_error_and_leaves_nothing(tmp_path
     assert leftovers == []  # nothing half-downloaded that looks complete
 
 
+@pytest.mark.slow
 def test_offline_error_from_the_cli_is_one_line_with_exit_code_2(tmp_path):
     result = run_cli("data=cifar10", f"paths.data_dir={tmp_path / 'data'}", "data.download=false", cwd=tmp_path)
     assert result.returncode == 2
@@ -253,6 +254,7 @@ def test_real_mnist_through_the_data_module(tmp_path, no_network):
     assert no_network == []
 
 
+@pytest.mark.slow
 def test_real_imdb_tree_is_read_and_encoded(tmp_path, no_network):
     subprocess.run(["tar", "-xJf", real("aclImdb_labelled.tar.xz"), "-C", tmp_path], check=True)
     data = IMDBDataModule(data_dir=str(tmp_path), seq_len=64)

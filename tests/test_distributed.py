@@ -39,6 +39,7 @@ def test_a_last_batch_smaller_than_the_process_count_still_gives_every_process_a
     assert [b[1][1].tolist() for b in shards] == [[6], [6], [6]]
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_cover_the_epoch_and_report_synchronised_metrics(tmp_path: Path):
     result = run_cli("trainer=ddp_cpu", "model=mlp", "trainer.max_epochs=2", "logger=csv", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -67,9 +67,9 @@ def test_trainer_predict_gives_the_probabilities_of_the_predictions_file(finishe
 
     from experiments.evaluate import find_run, load
 
-    run_dir, checkpoint = find_run(finished_run[0])
-    _, datamodule, model = load(run_dir, checkpoint, [])
-    evaluate(run_dir, [], tmp_path / "predictions.csv")
+    run, checkpoint = find_run(finished_run[0])
+    _, datamodule, model = load(run, checkpoint, [])
+    evaluate(run.path, [], tmp_path / "predictions.csv")
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     predicted = torch.cat(trainer.predict(model, datamodule=datamodule))
     with open(tmp_path / "predictions.csv", newline="") as file:

@@ -257,7 +257,8 @@ def test_rnn_reads_padded_rows_exactly_as_packed_sequences(cell, num_layers):
 
 
 def test_rnn_pooling_choices_are_checked_per_net(make_config):
-    from experiments.config import UserError, validate
+    from experiments.config import validate
+    from experiments.errors import UserError
 
     validate(make_config("model=rnn", "model.pooling=max"))
     with pytest.raises(UserError, match=r"model.pooling='l2' is not allowed for model=rnn: use one of last, max"):

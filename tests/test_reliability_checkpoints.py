@@ -15,7 +15,7 @@ import lightning as L
 import pytest
 import torch
 
-from experiments.config import UserError
+from experiments.errors import UserError
 from experiments.recovery import load_checkpoint
 from tests.conftest import RUN, checkpoint_step, final
 
@@ -107,7 +107,7 @@ def test_a_checkpoint_meeting_a_really_full_disk_is_a_user_error(tmp_path, monke
 def test_a_checkpoint_is_on_the_disk_before_it_replaces_the_previous_one(tmp_path, monkeypatch):
     # A machine that crashes or loses power keeps what was synced: the new file must be synced, whole,
     # while the old one still holds the checkpoint's name.
-    import experiments.data.files as files
+    import experiments.atomic as atomic
     import experiments.recovery as recovery
 
     path = tmp_path / "last.ckpt"
@@ -117,7 +117,7 @@ def test_a_checkpoint_is_on_the_disk_before_it_replaces_the_previous_one(tmp_pat
     def fsync(fd: int) -> None:
         synced.append((os.fstat(fd).st_size, load_checkpoint(path)["step"]))
 
-    monkeypatch.setattr(files.os, "fsync", fsync)
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
     recovery.AtomicCheckpointIO().save_checkpoint({"step": 2, "weights": torch.zeros(2000)}, path)  # a larger file
     monkeypatch.undo()
     assert synced == [(path.stat().st_size, 1)]  # the whole new file, while the name held step 1

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from experiments.errors import NonFiniteLoss
 from experiments.recovery import StopOnNonFiniteLoss, load_checkpoint
 from tests.conftest import RUN
 
@@ -39,7 +40,7 @@ def diverging_run(make_config, monkeypatch, check_every_step: bool | None, *over
 
     monkeypatch.setattr(recovery, "StopOnNonFiniteLoss", partial(Recording, check_every_step=check_every_step))
     cfg = make_config(*RUN, "logger=none", "optimizer=sgd", "optimizer.lr=1e6", "scheduler=constant", *overrides)
-    with pytest.raises(recovery.NonFiniteLoss) as error:
+    with pytest.raises(NonFiniteLoss) as error:
         train(cfg)
     return str(error.value), steps[-1], Path(cfg.paths.output_dir)
 
@@ -87,7 +88,7 @@ def test_a_window_of_losses_is_read_when_the_next_one_is_sent(monkeypatch):
     stop = recovery.StopOnNonFiniteLoss(check_every_step=False)
     trainer = SimpleNamespace(optimizers=[SimpleNamespace(param_groups=[{"lr": 0.5}])], log_every_n_steps=4)
     losses = [1.0] * 10 + [math.nan, math.inf] + [1.0] * 8
-    with pytest.raises(recovery.NonFiniteLoss) as error:
+    with pytest.raises(NonFiniteLoss) as error:
         for step, loss in enumerate(losses, start=1):
             trainer.global_step, trainer.current_epoch = step, 0
             stop.on_train_batch_start(trainer, None, None, step - 1)
@@ -101,12 +102,12 @@ def test_a_window_of_losses_is_read_when_the_next_one_is_sent(monkeypatch):
         trainer.global_step = step
         stop.on_train_batch_start(trainer, None, None, step - 1)
         stop.on_train_batch_end(trainer, None, torch.tensor(loss), None, step - 1)
-    with pytest.raises(recovery.NonFiniteLoss, match="became inf at step 3 "):
+    with pytest.raises(NonFiniteLoss, match="became inf at step 3 "):
         stop.on_train_epoch_end(trainer, None)
 
 
 def test_a_nan_loss_from_the_command_line_is_one_line_and_exit_code_1(tmp_path, monkeypatch, capsys):
-    from experiments.train import main
+    from experiments.cli import main
 
     monkeypatch.chdir(tmp_path)
     arguments = [*RUN, "logger=none", "optimizer=sgd", "optimizer.lr=1e6", "scheduler=constant"]

@@ -25,9 +25,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from experiments.config import UserError
+from experiments.errors import UserError
 from experiments.recovery import load_checkpoint
 from tests.conftest import RUN, checkpoint_step, final, run_cli
+
+pytestmark = pytest.mark.slow  # subprocess runs of the whole CLI: the full tier
 
 LAUNCHER = textwrap.dedent(
     """
@@ -57,7 +59,7 @@ LAUNCHER = textwrap.dedent(
         return save(obj, file, *args, **kwargs)
 
     torch.save = stalling_save
-    from experiments.train import main
+    from experiments.cli import main
 
     sys.argv[0] = "experiments"
     main()
@@ -174,8 +176,8 @@ def copy_of(run_dir: Path, tmp_path: Path) -> Path:
 
 
 def test_ctrl_c_saves_at_the_end_of_the_step_and_exits_130(make_config, monkeypatch):
+    from experiments.errors import Interrupted, classify
     from experiments.models.classifier import Classifier
-    from experiments.recovery import Interrupted
     from experiments.train import train
 
     training_step = Classifier.training_step
@@ -191,10 +193,12 @@ def test_ctrl_c_saves_at_the_end_of_the_step_and_exits_130(make_config, monkeypa
     with pytest.raises(Interrupted) as stop:
         train(cfg)
     output_dir = Path(cfg.paths.output_dir)
-    assert stop.value.exit_code == 130
+    last = output_dir / "checkpoints" / "last.ckpt"
+    assert classify(stop.value).exit_code == 130
     assert (
         str(stop.value)
-        == f"stopped by SIGINT at step 13 (epoch 1); continue with: python -m experiments resume={output_dir}"
+        # A run outside Hydra's run directories (compose(), in-process) is continued from its checkpoint file.
+        == f"stopped by SIGINT at step 13 (epoch 1); continue with: python -m experiments resume={last}"
     )
     assert checkpoint_step(output_dir / "checkpoints" / "last.ckpt") == 13
     assert signal.getsignal(signal.SIGINT) is before  # Ctrl+C does what it did before the run again

@@ -19,6 +19,8 @@ from PIL import Image
 
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.slow  # subprocess runs of the whole CLI: the full tier
+
 BAD_DROPOUT = "model.dropout=2 is not allowed: it must be a number >= 0.0 and < 1.0"
 
 

@@ -11,7 +11,8 @@ import torch
 from experiments.data import DigitsDataModule
 from experiments.models.classifier import Classifier
 from experiments.profiler import NoProfiler
-from experiments.train import pick_benchmark, pick_profiler, train
+from experiments.train import train
+from experiments.trainer import pick_benchmark, pick_profiler
 
 QUICK = ("trainer.max_epochs=2", "logger=none", "trainer.accelerator=cpu")
 

@@ -1,3 +1,3 @@
-from experiments.train import main
+from experiments.cli import main
 
 main()

@@ -1,13 +1,14 @@
-"""Where the configs live, the resolvers they use, and the checks that turn bad input into one clear line."""
+"""Where the configs live, the resolvers they use, and the checks that turn bad values into one clear line."""
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+
+from experiments.errors import UserError
 
 
 def config_dir() -> Path:
@@ -34,30 +35,6 @@ def compose(overrides: Sequence[str] = (), return_hydra_config: bool = False) ->
 # Cached like Hydra's `${now:}`: a sweep's jobs in other processes (joblib, submitit) inherit the
 # launching process's value with the config, so they all land in its sweep directory.
 OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
-
-
-class UserError(Exception):
-    """Bad input from the user: reported as one line with exit code 2, never as a traceback."""
-
-
-def first_line(text: str) -> str:
-    """An error message's first non-blank line: what a one-line report shows of it."""
-    return next((line.strip() for line in text.splitlines() if line.strip()), "")
-
-
-# Not bugs but the machine's state: a folder the user cannot write to, a full disk.
-ENVIRONMENT_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
-
-
-def is_user_error(error: BaseException) -> bool:
-    """Whether `error` is the user's to fix (bad input, Hydra's and OmegaConf's config errors, a folder
-    that cannot be written, a full disk): one line and exit code 2. Anything else is a bug: a traceback."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    if isinstance(error, UserError | HydraException | OmegaConfBaseException):  # some of Hydra's are OSErrors too
-        return True
-    return isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRORS
 
 
 def _is_integer(value: object) -> bool:

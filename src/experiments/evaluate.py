@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import os
 import sys
@@ -23,37 +22,30 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config import UserError
+from experiments.atomic import written_atomically
+from experiments.errors import PATH_ERRORS, UserError, exit_for
+from experiments.runs import RunDir
 
 
-def find_run(path: Path) -> tuple[Path, Path]:
-    """A run directory or a checkpoint -> (run directory, checkpoint): a directory means its best checkpoint."""
+def find_run(path: Path) -> tuple[RunDir, Path]:
+    """A run directory or a checkpoint -> (its run, the checkpoint): a directory means its best checkpoint."""
+    run = RunDir.of(path)
     if path.is_file():
-        run_dir = path.parent.parent  # <run>/checkpoints/<name>.ckpt
-        checkpoint = path
-    elif path.is_dir():
-        run_dir = path
-        metrics = path / "metrics.json"
-        best = json.loads(metrics.read_text()).get("best_checkpoint") if metrics.is_file() else None
-        checkpoint = Path(best) if best else path / "checkpoints" / "last.ckpt"
-        if not checkpoint.is_file():
-            raise UserError(f"{path} holds no checkpoint ({checkpoint} is missing); pass a .ckpt file")
-    else:
-        raise UserError(f"{path}: no such run directory or checkpoint")
-    if not (run_dir / ".hydra" / "config.yaml").is_file():
-        raise UserError(f"{run_dir} has no .hydra/config.yaml: evaluate needs the run's own directory")
-    return run_dir, checkpoint
+        return run, path
+    checkpoint = run.best_checkpoint() or run.last_checkpoint()
+    if not checkpoint.is_file():
+        raise UserError(f"{path} holds no checkpoint ({checkpoint} is missing); pass a .ckpt file")
+    return run, checkpoint
 
 
-def load(run_dir: Path, checkpoint: Path, overrides: list[str]):
+def load(run: RunDir, checkpoint: Path, overrides: list[str]):
     """The run's data module and its model from the checkpoint, as they were trained."""
     from hydra.utils import instantiate
 
     from experiments.models.classifier import Classifier
     from experiments.recovery import load_checkpoint
 
-    cfg: DictConfig = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+    cfg: DictConfig = OmegaConf.merge(run.config(), OmegaConf.from_dotlist(overrides))
     datamodule = instantiate(cfg.data)
     state = load_checkpoint(checkpoint, map_location="cpu")  # plain values only; a bad file is one line
     model = Classifier(**state["hyper_parameters"])
@@ -64,8 +56,7 @@ def load(run_dir: Path, checkpoint: Path, overrides: list[str]):
 def evaluate(path: Path, overrides: list[str], predictions: Path | None = None) -> dict[str, float]:
     import lightning as L
 
-    from experiments.data.files import written_atomically
-    from experiments.train import pick_precision, quiet_lightning
+    from experiments.trainer import pick_precision, quiet_lightning
 
     class KeepLogits(L.Callback):
         """The test pass's logits (what `test_step` returns): the predictions, without a second pass."""
@@ -76,8 +67,8 @@ def evaluate(path: Path, overrides: list[str], predictions: Path | None = None) 
         def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
             self.logits.append(outputs.detach())  # on the device: one copy to the host at the end
 
-    run_dir, checkpoint = find_run(path)
-    cfg, datamodule, model = load(run_dir, checkpoint, overrides)
+    run, checkpoint = find_run(path)
+    cfg, datamodule, model = load(run, checkpoint, overrides)
     quiet_lightning()
     kept = KeepLogits()
     trainer = L.Trainer(
@@ -106,6 +97,8 @@ def evaluate(path: Path, overrides: list[str], predictions: Path | None = None) 
                 for i, (label, guess, p) in enumerate(zip(labels, predicted, probabilities.tolist(), strict=True)):
                     writer.writerow([i, label, guess, *(f"{value:.6f}" for value in p)])
         except OSError as error:
+            if error.errno not in PATH_ERRORS:
+                raise
             reason = error.strerror or str(error)
             raise UserError(
                 f"cannot write the predictions to {predictions}: {reason}; give --predict another path"
@@ -114,8 +107,6 @@ def evaluate(path: Path, overrides: list[str], predictions: Path | None = None) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from experiments.train import exit_for_user_error
-
     parser = argparse.ArgumentParser(
         prog="python -m experiments.evaluate", description=__doc__.split("\n\n")[0].strip()
     )
@@ -126,8 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")  # the figures below, not Lightning's setup lines
     try:
         result = evaluate(args.path, args.overrides, args.predict)
-    except Exception as error:
-        exit_for_user_error(error)
+    except (Exception, KeyboardInterrupt) as error:
+        exit_for(error)
     print(f"test accuracy  {result['test/acc']:.4f}   test loss {result['test/loss']:.4f}   f1 {result['test/f1']:.4f}")
     print(f"checkpoint     {result['checkpoint']}")
     if args.predict:

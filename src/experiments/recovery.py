@@ -1,7 +1,7 @@
 """Crash safety: a run that is stopped, killed or diverges loses nothing, and continues where it stopped.
 
 - `LastCheckpoint` writes `checkpoints/last.ckpt` every `every_n_train_steps` steps, at epoch ends, when
-  training ends, and when SIGINT or SIGTERM asks the run to stop; it carries the random number generators'
+  training ends, and when a stop signal stops the run (stop_signals.py); it carries the random number generators'
   states, so a resumed run draws the same dropout masks and augmentations as one that was never interrupted.
 - `ModelCheckpoint` (the best-model one) is Lightning's, with its state key computed once, not a few times
   a step; `LastCheckpoint` builds on it.
@@ -9,9 +9,8 @@
   (Lightning's own writer finishes with a copy from the system's temporary folder, in place), and loads
   checkpoints with `weights_only=True` only.
 - `StopOnNonFiniteLoss` ends the run when a loss becomes NaN or infinite, naming the step where it did.
-- `resumed` turns `resume=<run dir or checkpoint>` into the arguments that continue that run: its own
-  composed config, in its own directory, with its own TensorBoard curves; `check_resumable` refuses, in
-  one line, settings that build another net or optimiser than the checkpoint holds.
+- `check_resumable` refuses, in one line, settings that build another net or optimiser than the checkpoint
+  holds (`resume=` itself, which continues a run in its own directory with its own config: cli.py).
 """
 
 from __future__ import annotations
@@ -19,61 +18,17 @@ from __future__ import annotations
 import math
 import pickle
 import random
-import signal
-import tempfile
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch import callbacks
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import OmegaConf
 
-from experiments.config import UserError, is_user_error
-from experiments.data.files import written_atomically
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_stop_requests: list[int] = []  # signal numbers received while training; signals are per process anyway
-
-
-class NonFiniteLoss(RuntimeError):
-    """The training loss became NaN or infinite: the run stops and counts as failed (a sweep records it so)."""
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM stopped training, after the last checkpoint was written when there was training to save."""
-
-    def __init__(self, signum: int, where: str, checkpoint: str | None) -> None:
-        self.signum = signum
-        hint = f"continue with: python -m experiments resume={Path(checkpoint).parent.parent}" if checkpoint else ""
-        super().__init__(f"stopped by {signal.Signals(signum).name} {where}" + (f"; {hint}" if hint else ""))
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum  # what a shell reports for a process ended by that signal: 130, 143
-
-
-def _note_stop_request(signum: int, frame) -> None:
-    _stop_requests.append(signum)
-
-
-@contextmanager
-def stop_signals_noted() -> Iterator[None]:
-    """While training, SIGINT and SIGTERM are noted rather than obeyed at once: `LastCheckpoint` saves at the
-    end of the current batch and stops the run."""
-    _stop_requests.clear()
-    previous = {signum: signal.signal(signum, _note_stop_request) for signum in STOP_SIGNALS}
-    try:
-        yield
-    except SIGTERMException as error:  # Lightning's handler, before `LastCheckpoint` took SIGTERM over
-        raise Interrupted(signal.SIGTERM, "before training started", None) from error
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+from experiments.atomic import written_atomically
+from experiments.errors import NonFiniteLoss, UserError, is_user_error
+from experiments.runs import RunDir
 
 
 def rng_states() -> dict:
@@ -126,9 +81,10 @@ def fit_stops(trainer: L.Trainer, at_epoch_end: bool) -> bool:
 class LastCheckpoint(ModelCheckpoint):
     """`last.ckpt`, what `resume=<run dir>` continues from: every `every_n_train_steps` steps (0: none between
     epoch ends), after each validation within an epoch, at the end of every `every_n_epochs`-th epoch and
-    of the last one, and when a stop signal arrived. Listed after the best-model checkpoint, so it records
-    that one's state too. (Its triggers are its own, not Lightning's `every_n_*`: Lightning would take the
-    steps under its automatic optimisation only, and the settings would change the callback's state key.)"""
+    of the last one, and when a stop signal stops the run (stop_signals.py asks it to). Listed after the
+    best-model checkpoint, so it records that one's state too. (Its triggers are its own, not Lightning's
+    `every_n_*`: Lightning would take the steps under its automatic optimisation only, and the settings would
+    change the callback's state key.)"""
 
     def __init__(self, dirpath: str, every_n_train_steps: int = 0, every_n_epochs: int = 1) -> None:
         super().__init__(dirpath=dirpath, monitor=None, save_top_k=0, save_last=True, enable_version_counter=False)
@@ -139,11 +95,6 @@ class LastCheckpoint(ModelCheckpoint):
     def every_n_epochs(self) -> int:
         return self._epochs_between_saves
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Lightning's own SIGTERM handler would stop in the middle of a validation, without a checkpoint.
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _note_stop_request)
-
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         # At an epoch's last batch the epoch-end save follows, after validation: the point Lightning resumes from
         # cleanly (one taken just before would carry the whole epoch's metric counts into the next). Training
@@ -151,9 +102,7 @@ class LastCheckpoint(ModelCheckpoint):
         # would count the epoch as complete, and a resumed run would skip the rest of it.
         epoch_ends = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
         if not epoch_ends and (self._steps_due(trainer) or fit_stops(trainer, at_epoch_end=False)):
-            self._save(trainer)
-        if _stop_requests and not epoch_ends:
-            self._stop(trainer)
+            self.save_now(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # A validation within the epoch (`val_check_interval` < 1, or the one Lightning runs when a stop is asked
@@ -161,32 +110,25 @@ class LastCheckpoint(ModelCheckpoint):
         # and the best-model file the earlier save names may be gone. The validation after the epoch's last
         # batch is saved with the epoch's end; Lightning's own save here is replaced.
         if not trainer.sanity_checking and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            self._save(trainer, again=True)
+            self.save_now(trainer, again=True)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning validates before this hook, so the file holds this epoch's validation, best-model and
         # early-stopping states too.
         epoch_due = (trainer.current_epoch + 1) % self._epochs_between_saves == 0
         if epoch_due or self._steps_due(trainer) or fit_stops(trainer, at_epoch_end=True):
-            self._save(trainer)
-        if _stop_requests:
-            self._stop(trainer)
+            self.save_now(trainer)
 
     def _steps_due(self, trainer: L.Trainer) -> bool:
         return self._steps_between_saves > 0 and trainer.global_step % self._steps_between_saves == 0
 
-    def _save(self, trainer: L.Trainer, again: bool = False) -> None:
+    def save_now(self, trainer: L.Trainer, again: bool = False) -> None:
         """last.ckpt now, unless this very step is saved already (and not `again`), or the run is a sanity
         check or a dev run."""
         if again:
             self._last_global_step_saved = -1
         if not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def _stop(self, trainer: L.Trainer) -> None:
-        self._save(trainer)
-        where = f"at step {trainer.global_step} (epoch {trainer.current_epoch + 1})"
-        raise Interrupted(_stop_requests[0], where, self.last_model_path)
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
@@ -200,6 +142,16 @@ class LastCheckpoint(ModelCheckpoint):
         super().load_state_dict(state_dict)
         if "rng" in state_dict:
             restore_rng_states(state_dict["rng"])
+
+
+def resume_from(checkpoint: str) -> str | None:
+    """What `resume=` takes to continue from `checkpoint`: its run directory, or the file itself outside one."""
+    if not checkpoint:
+        return None
+    try:
+        return str(RunDir.of(Path(checkpoint)).path)
+    except UserError:
+        return checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -340,54 +292,3 @@ def copy_to_host(tensor: torch.Tensor) -> tuple[torch.Tensor, Callable[[], objec
     copied = torch.cuda.Event()
     copied.record(torch.cuda.current_stream(tensor.device))  # the stream the copy was queued on
     return host, copied.synchronize
-
-
-def find_checkpoint(value: str) -> Path:
-    """`resume=` takes a run directory (its `checkpoints/last.ckpt`) or a checkpoint file."""
-    path = Path(value).expanduser().resolve()
-    checkpoint = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
-    if not checkpoint.is_file():
-        raise UserError(f"resume={value}: no checkpoint at {checkpoint}; give a run directory or a .ckpt file")
-    return checkpoint
-
-
-@contextmanager
-def resumed(arguments: list[str]) -> Iterator[list[str]]:
-    """Command-line arguments with `resume=<run dir or checkpoint>` -> the arguments that continue that run:
-    its composed config (`.hydra/config.yaml`) is the primary config, the other overrides apply on top,
-    and Hydra writes to the same run directory (so the same log file and TensorBoard folder)."""
-    value = next((a.split("=", 1)[1] for a in arguments if a.startswith("resume=")), None)
-    if value in (None, "", "null"):
-        yield arguments
-        return
-    checkpoint = find_checkpoint(value)
-    run_dir = checkpoint.parent.parent
-    saved = run_dir / ".hydra" / "config.yaml"
-    if not saved.is_file():
-        raise UserError(f"resume={value}: {saved} not found; resume continues a run that this tool started")
-    others = [a for a in arguments if not a.startswith("resume=")]
-    # Hydra rewrites the run's .hydra/ with the new settings as the job starts. Until the resumed run has
-    # saved a checkpoint of its own, that record goes back to what it was if the run fails (settings that
-    # do not fit the checkpoint, Ctrl+C): the next `resume=` must find the settings the checkpoint has.
-    record = {path: path.read_bytes() for path in saved.parent.iterdir() if path.is_file()}
-    checkpoints_before = _checkpoint_times(run_dir)
-    with tempfile.TemporaryDirectory(prefix="experiments-resume-") as folder:
-        # Our Hydra settings (run directory, log format) from conf/hydra, then the run's config as it was.
-        primary = {"defaults": [{"hydra": "default"}, "_self_"], **OmegaConf.to_container(OmegaConf.load(saved))}
-        OmegaConf.save(OmegaConf.create(primary), Path(folder) / "resumed_run.yaml")
-        try:
-            yield [
-                *("--config-dir", folder, "--config-name", "resumed_run"),
-                *others,
-                f"++resume={checkpoint}",
-                f"hydra.run.dir={run_dir}",
-            ]
-        except BaseException:  # a user error ends in SystemExit
-            if _checkpoint_times(run_dir) == checkpoints_before:
-                for path, content in record.items():
-                    path.write_bytes(content)
-            raise
-
-
-def _checkpoint_times(run_dir: Path) -> dict[str, int]:
-    return {path.name: path.stat().st_mtime_ns for path in (run_dir / "checkpoints").glob("*.ckpt")}

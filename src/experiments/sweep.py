@@ -15,8 +15,6 @@ from all the `metrics.json` files under the sweep root. `fail_fast=true` stops a
 from __future__ import annotations
 
 import csv
-import fcntl
-import json
 import logging
 import math
 import os
@@ -31,7 +29,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config import is_user_error
+from experiments.atomic import written_atomically
+from experiments.errors import classify
+from experiments.runs import Metrics, Objective, RunDir
 
 # optuna 2.x, the one Hydra's Optuna sweeper accepts, uses SQLAlchemy APIs that 1.4 warns about on import.
 os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
@@ -41,36 +41,36 @@ ORDER = {"completed": 0, "failed": 1, "unfinished": 2}
 
 def run_job(task: Callable[[DictConfig], float], cfg: DictConfig) -> float | None:
     """Run one sweep job; a failure or a non-finite objective is recorded and returns None instead of raising."""
-    from experiments.recovery import Interrupted, NonFiniteLoss
-    from experiments.train import describe
-
     share_cores_with_parallel_jobs(HydraConfig.get().launcher)
     number, started = HydraConfig.get().job.num, time.perf_counter()
+    run_dir = RunDir(Path(cfg.paths.output_dir))
 
-    def failed(line: str, bug: Exception | None = None) -> None:
+    def failed(line: str, bug: BaseException | None = None) -> None:
         log.error(f"job {number} failed: {line}", exc_info=bug)  # a bug keeps its traceback, in train.log too
-        record_failure(cfg, line, time.perf_counter() - started)
+        record_failure(run_dir, cfg, line, time.perf_counter() - started)
 
-    attempt = Path(cfg.paths.output_dir) / ".attempted"
-    if attempt.exists() and not (attempt.parent / "metrics.json").exists():
-        # A launcher ran this job again after it was cut off (submitit resubmits a timed-out job): it would
-        # start from its first epoch over its own files.
-        failed("cut off (timed out or preempted) and started again; not run a second time from scratch")
-        return None
-    attempt.touch()
+    if run_dir.attempted_marker.exists() and not run_dir.metrics_file.exists():
+        # Started again after it was cut off (SLURM requeued it, submitit resubmitted it): on from its last
+        # checkpoint. Without one it would start from its first epoch over its own files.
+        last = run_dir.last_checkpoint()
+        if not last.is_file():
+            failed("cut off (timed out or preempted) and started again; not run a second time from scratch")
+            return None
+        log.info(f"job {number} was cut off: resuming from {last}")
+        cfg.resume = str(last)
+    run_dir.attempted_marker.touch()
     try:
         objective = task(cfg)
-    except Interrupted:
-        raise  # Ctrl+C or SIGTERM stops the sweep, not just this job
     except Exception as error:
-        user_error = is_user_error(error)
-        known = user_error or isinstance(error, NonFiniteLoss)  # one line, no traceback
-        line = describe(error) if known else f"{type(error).__name__}: {describe(error)}"
-        failed(line, bug=None if known else error)
+        failure = classify(error)
+        if failure.status == "interrupted":
+            raise  # Ctrl+C or SIGTERM stops the sweep, not just this job
+        failed(failure.line, bug=error if failure.traceback else None)
         if cfg.fail_fast:
             write_summary(this_jobs_sweep_dir())  # Hydra's end-of-job hook will not run
-            print(f"error: job {number} failed: {line}  (fail_fast=true)", file=sys.stderr)
-            sys.exit(2 if user_error else 1)  # SystemExit passes Hydra's per-job error capture
+            # The traceback of a bug is in the log already.
+            print(f"error: job {number} failed: {failure.line}  (fail_fast=true)", file=sys.stderr, flush=True)
+            sys.exit(failure.exit_code)  # SystemExit passes Hydra's per-job error capture
         return None
     if not math.isfinite(objective):
         failed(f"the objective {cfg.objective} is {objective}")
@@ -78,16 +78,14 @@ def run_job(task: Callable[[DictConfig], float], cfg: DictConfig) -> float | Non
     return objective
 
 
-def record_failure(cfg: DictConfig, error: str, seconds: float) -> None:
+def record_failure(run_dir: RunDir, cfg: DictConfig, error: str, seconds: float) -> None:
     """Mark the job failed in its metrics.json, keeping what the run measured before it failed."""
-    from experiments.data.files import written_atomically
-
-    path = Path(cfg.paths.output_dir) / "metrics.json"
-    metrics = json.loads(path.read_text()) if path.is_file() else {"wall_seconds": round(seconds, 3)}
-    metrics.update(status="failed", error=error)
-    metrics.setdefault("objective", {"metric": cfg.objective, "mode": cfg.objective_mode})["value"] = None
-    with written_atomically(path) as temporary:
-        temporary.write_text(json.dumps(metrics, indent=2) + "\n")
+    if run_dir.metrics_file.is_file():
+        metrics = Metrics.read(run_dir.metrics_file)
+    else:
+        metrics = Metrics(Objective(cfg.objective, cfg.objective_mode), wall_seconds=round(seconds, 3))
+    metrics.status, metrics.error, metrics.objective.value = "failed", error, None
+    metrics.write(run_dir.metrics_file)
 
 
 def share_cores_with_parallel_jobs(launcher: DictConfig) -> None:
@@ -96,11 +94,18 @@ def share_cores_with_parallel_jobs(launcher: DictConfig) -> None:
         return
     import torch
 
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     n_jobs = int(launcher.n_jobs)
     parallel = max(1, cores + 1 + n_jobs if n_jobs < 0 else n_jobs)  # joblib's -1 means one per core
     torch.set_num_threads(max(1, cores // parallel))
     log.info(f"{parallel} jobs at once on {cores} cores: {torch.get_num_threads()} torch threads per job")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its affinity where the system has one (Linux), else all of them."""
+    if hasattr(os, "sched_getaffinity"):  # not on macOS or Windows
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def this_jobs_sweep_dir() -> Path:
@@ -127,32 +132,41 @@ class SweepSummary(Callback):
 @contextmanager
 def locked(sweep_dir: Path):
     """One writer at a time: parallel jobs finish together and would rename over each other's files."""
-    with open(sweep_dir / ".summary.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+    with open(sweep_dir / ".summary.lock", "a+b") as lock:
+        if sys.platform == "win32":
+            import msvcrt
+
+            lock.seek(0)
+            msvcrt.locking(lock.fileno(), msvcrt.LK_LOCK, 1)  # retries for 10 s, then raises: jobs end in seconds
+        else:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield  # the lock goes with the file's closing
 
 
 def collect(sweep_dir: Path) -> list[dict]:
     """One row per job directory: its overrides and what its metrics.json says (nothing yet: unfinished)."""
     rows = []
     for overrides_file in sweep_dir.glob("**/.hydra/overrides.yaml"):
-        job_dir = overrides_file.parents[1]
-        metrics_file = job_dir / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {"status": "unfinished"}
-        objective = metrics.get("objective", {})
+        run_dir = RunDir(overrides_file.parents[1])
+        if run_dir.metrics_file.is_file():
+            metrics = Metrics.read(run_dir.metrics_file)
+        else:
+            metrics = Metrics(Objective(metric="", mode=""), status="unfinished")
         rows.append(
             {
-                "job": job_dir.relative_to(sweep_dir).as_posix(),
-                "status": metrics.get("status", "completed"),
-                "objective": objective.get("value"),
-                "objective_metric": objective.get("metric"),
-                "objective_mode": objective.get("mode"),
-                "overrides": list(OmegaConf.load(overrides_file)),
-                **metrics.get("val", {}),
-                **metrics.get("test", {}),
-                "epochs": metrics.get("epochs"),
-                "seconds": metrics.get("wall_seconds"),
-                "error": metrics.get("error", ""),
+                "job": run_dir.path.relative_to(sweep_dir).as_posix(),
+                "status": metrics.status,
+                "objective": metrics.objective.value,
+                "objective_metric": metrics.objective.metric or None,
+                "objective_mode": metrics.objective.mode or None,
+                "overrides": list(OmegaConf.load(run_dir.overrides_file)),
+                **metrics.val,
+                **metrics.test,
+                "epochs": metrics.epochs,
+                "seconds": metrics.wall_seconds,
+                "error": metrics.error,
             }
         )
     return rows
@@ -173,8 +187,6 @@ def ranked(rows: list[dict]) -> list[dict]:
 
 def write_summary(sweep_dir: Path) -> str:
     """Write summary.csv, summary.md and summary.png under `sweep_dir`; return the Markdown."""
-    from experiments.data.files import written_atomically
-
     with locked(sweep_dir):
         rows = ranked(collect(sweep_dir))
         shared = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()

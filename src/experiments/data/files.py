@@ -9,18 +9,17 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
-import os
 import shutil
 import tarfile
 import tempfile
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from experiments.config import UserError
+from experiments.atomic import written_atomically
+from experiments.errors import UserError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,21 +51,6 @@ def refetching_damaged(load: Callable[[], T], download: bool) -> T:
             return load()
         except UserError as again:
             raise UserError(f"{damaged}, and no fresh copy could be had: {again}") from again
-
-
-@contextmanager
-def written_atomically(destination: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `destination`, renamed onto it only when the block completes and the
-    file is on the disk: after a crash of the run or of the whole machine (a power cut), `destination` is
-    the old file or the new one, whole. Without the sync, the rename may be kept and the data not."""
-    temporary = destination.with_name(destination.name + ".part")
-    try:
-        yield temporary
-        with open(temporary, "r+b") as file:
-            os.fsync(file.fileno())
-        temporary.replace(destination)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def md5sum(path: Path) -> str:

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from experiments.config import UserError
-from experiments.data.files import extract_tar, fetch_or_explain, refetching_damaged, written_atomically
+from experiments.atomic import written_atomically
+from experiments.data.files import extract_tar, fetch_or_explain, refetching_damaged
 from experiments.data.in_memory import InMemoryDataModule, carve
+from experiments.errors import UserError
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 MD5 = "7c2ac02c03563afcf9b574c7e56c153a"

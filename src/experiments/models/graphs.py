@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from experiments.config import UserError, first_line
+from experiments.errors import UserError, first_line
 
 
 class GraphedTraining:

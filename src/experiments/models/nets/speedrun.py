@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from experiments.config import UserError
+from experiments.errors import UserError
 
 
 def dirac_init(conv: nn.Conv2d) -> None:
