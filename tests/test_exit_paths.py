@@ -125,6 +125,19 @@ DEBUG_HINT = "  (EXPERIMENTS_DEBUG=1 shows the traceback)"
 NOTHING_SAVED = "nothing was saved (no last checkpoint is configured: callbacks.last_checkpoint)"
 
 
+@pytest.fixture(
+    params=[(s, last) for s in (signal.SIGINT, signal.SIGTERM, SIGUSR1) for last in ("on", "null")],
+    ids=[f"{name}-{last}" for name in ("SIGINT", "SIGTERM", "SIGUSR1") for last in ("on", "null")],
+)
+def stop_case(request, tmp_path) -> tuple[int, str, list[str], dict | None]:
+    """(signal, last checkpoint on or null, the overrides for that, the environment: SLURM's for SIGUSR1)."""
+    signum, last = request.param
+    if signum is None:
+        pytest.skip("no SIGUSR1 on this system")
+    extra = [NO_LAST] if last == "null" else []
+    return signum, last, extra, fake_slurm(tmp_path) if signum == SIGUSR1 else None
+
+
 @pytest.mark.parametrize("last", ["on", "null"])
 def test_the_users_mistakes_and_damaged_data_are_one_line_and_exit_2(tmp_path, last):
     extra = [NO_LAST] if last == "null" else []
@@ -154,13 +167,8 @@ def test_a_nan_loss_is_one_line_and_exit_1_and_a_bug_keeps_its_traceback(tmp_pat
     assert code == 1 and "Traceback" in err and last_line(err) == "RuntimeError: a bug at step 3"
 
 
-@pytest.mark.parametrize("last", ["on", "null"])
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, SIGUSR1], ids=["SIGINT", "SIGTERM", "SIGUSR1"])
-def test_a_stop_signal_saves_at_the_end_of_the_step_or_says_why_not(tmp_path, signum, last):
-    if signum is None:
-        pytest.skip("no SIGUSR1 on this system")
-    extra = [NO_LAST] if last == "null" else []
-    env = fake_slurm(tmp_path) if signum == SIGUSR1 else None
+def test_a_stop_signal_saves_at_the_end_of_the_step_or_says_why_not(tmp_path, stop_case):
+    signum, last, extra, env = stop_case
     code, _, err = stopped_by(launch(tmp_path, *LONG, *extra, env=env), signum)
     run_dir = the_run(tmp_path)
     name = signal.Signals(signum).name
@@ -202,13 +210,8 @@ def test_a_sweep_records_a_failed_job_and_goes_on(tmp_path, last):
         assert ("Traceback" in log) == (case == "bug")  # a bug's traceback is kept, in the job's log
 
 
-@pytest.mark.parametrize("last", ["on", "null"])
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, SIGUSR1], ids=["SIGINT", "SIGTERM", "SIGUSR1"])
-def test_a_stop_signal_stops_the_sweep_and_a_requeued_job_continues(tmp_path, signum, last):
-    if signum is None:
-        pytest.skip("no SIGUSR1 on this system")
-    extra = [NO_LAST] if last == "null" else []
-    env = fake_slurm(tmp_path) if signum == SIGUSR1 else None
+def test_a_stop_signal_stops_the_sweep_and_a_requeued_job_continues(tmp_path, stop_case):
+    signum, last, extra, env = stop_case
     sweep_dir = tmp_path / "sweep"
     arguments = ("-m", f"hydra.sweep.dir={sweep_dir}", *LONG, "trainer.max_epochs=3", *extra)
     code, _, err = stopped_by(launch(tmp_path, *arguments, env=env), signum)
