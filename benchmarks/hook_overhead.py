@@ -30,13 +30,13 @@ from lightning.pytorch.utilities.signature_utils import is_param_in_hook_signatu
 
 from experiments import recovery
 from experiments.config import compose
-from experiments.models.classifier import Classifier
-from experiments.profiler import NoProfiler
+from experiments.lightning_internals import FastPath, NoProfiler
+from experiments.models.classifier import Classifier, FastClassifier
 from experiments.train import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # synthetic.SyntheticMNIST for `_target_`
 DEFAULT = ["data=mnist", "model=mlp", "model.width=8", "model.depth=1", "data.batch_size=16"]
-SIGNATURE = Classifier.training_step.__signature__
+SIGNATURE = FastClassifier.training_step.__signature__
 KEYED_ONCE = recovery.ModelCheckpoint.state_key
 REBUILT = property(lambda self: callbacks.ModelCheckpoint.state_key.fget(self))
 
@@ -48,9 +48,9 @@ def use(version: str, trainer: L.Trainer | None = None) -> None:
         trainer.profiler = NoProfiler() if new else PassThroughProfiler()
     recovery.ModelCheckpoint.state_key = KEYED_ONCE if new else REBUILT
     if new:
-        Classifier.training_step.__signature__ = SIGNATURE
+        FastPath.training_step.__signature__ = SIGNATURE
     else:
-        vars(Classifier.training_step).pop("__signature__", None)
+        vars(FastPath.training_step).pop("__signature__", None)
 
 
 class Measure(L.Callback):

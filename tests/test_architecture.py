@@ -19,6 +19,7 @@ LAYERS = [
     {"experiments.__main__", "experiments.cli", "experiments.evaluate"},  # entry points
     {"experiments.train", "experiments.sweep", "experiments.trainer"},  # the task, and how its runs are built
     set(),  # the parts (data, models, callbacks, config, ...): every module not named in another layer
+    {"experiments.lightning_internals"},  # all the parts rely on beyond Lightning's public API
     {"experiments.errors", "experiments.atomic", "experiments.runs"},  # what a failure means; where files live
 ]
 PARTS = 2

@@ -1,12 +1,11 @@
-"""The training hot path: steady-state throughput, fused optimisers, our own optimiser step.
+"""The training hot path: steady-state throughput, fused optimisers, compiled and channels-last nets.
 
-The epoch metrics counted on the device are tested in test_metrics.py."""
+Our own optimiser step and the rest of the fast path: test_lightning_internals.py. The epoch metrics counted
+on the device: test_metrics.py."""
 
 from __future__ import annotations
 
 import time
-import warnings
-from datetime import timedelta
 
 import lightning as L
 import pytest
@@ -88,43 +87,6 @@ def test_channels_last_on_gpus_for_convolutional_nets_only():
     prepare_net(conv, cuda, compile=False)
     assert conv_weight.is_contiguous(memory_format=torch.channels_last)
     prepare_net(mlp, cuda, compile=False)  # nothing to change, and nothing breaks
-
-
-class LightningSteps(Classifier):
-    """The same module with Lightning's automatic optimisation always on: the reference for our own step."""
-
-    @property
-    def automatic_optimization(self) -> bool:
-        return True
-
-
-def test_our_step_trains_exactly_as_lightnings_automatic_optimisation():
-    ours, our_trainer = fit_digits(Classifier)
-    theirs, their_trainer = fit_digits(LightningSteps)
-    assert not ours.automatic_optimization
-    assert our_trainer.global_step == their_trainer.global_step == our_trainer.num_training_batches
-    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
-        assert torch.equal(a, b)
-    assert our_trainer.optimizers[0].param_groups[0]["lr"] == their_trainer.optimizers[0].param_groups[0]["lr"]
-
-
-@pytest.mark.parametrize("option", [{"gradient_clip_val": 0.5}, {"accumulate_grad_batches": 2}])
-def test_clipping_and_accumulation_are_left_to_lightning(option):
-    model, trainer = fit_digits(Classifier, **option)
-    assert model.automatic_optimization
-    steps = -(-trainer.num_training_batches // option.get("accumulate_grad_batches", 1))
-    assert trainer.global_step == steps
-
-
-@pytest.mark.parametrize("trigger", [{"every_n_train_steps": 5}, {"train_time_interval": timedelta(0)}])
-def test_checkpoints_every_n_steps_or_minutes_are_left_to_lightning(trigger, tmp_path):
-    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, **trigger)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model, trainer = fit_digits(Classifier, callbacks=[checkpoint], enable_checkpointing=True)
-    assert model.automatic_optimization
-    assert not [w for w in caught if "pre-optimization" in str(w.message)]
-    assert len(list(tmp_path.glob("*.ckpt"))) >= trainer.num_training_batches // 5  # saved within the epoch
 
 
 def test_checkpoint_state_keys_are_lightnings_computed_once(tmp_path):

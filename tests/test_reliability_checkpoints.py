@@ -67,13 +67,15 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_good_che
     assert not list(checkpoints.glob("*.part"))
 
 
-def test_a_run_that_reloads_its_loader_every_epoch_resumes_mid_epoch_exactly(tmp_path):
-    # The speedrun recipe rebuilds its training loader every epoch: on resume, the loader built early (for
-    # estimated_stepping_batches) is replaced at the restored epoch, and the new one must still skip ahead.
+@pytest.mark.parametrize("reload", [False, True], ids=["one_loader", "loader_per_epoch"])
+def test_a_run_resumed_in_a_later_epoch_goes_on_with_the_next_batch_exactly(tmp_path, reload):
+    # The loader goes on from Lightning's count of the batches done, which it restores before the first batch
+    # is drawn. The speedrun recipe rebuilds its training loader every epoch: on resume, the loader built early
+    # (for estimated_stepping_batches) is replaced at the restored epoch, and the new one must still skip ahead.
     common = [
         "model=mlp",
         "scheduler=constant",
-        "+trainer.reload_dataloaders_every_n_epochs=1",
+        f"+trainer.reload_dataloaders_every_n_epochs={int(reload)}",
         "callbacks.last_checkpoint.every_n_train_steps=5",
         "trainer.max_epochs=2",
         "test=false",
@@ -124,9 +126,12 @@ def test_a_checkpoint_is_on_the_disk_before_it_replaces_the_previous_one(tmp_pat
     assert load_checkpoint(path)["step"] == 2
 
 
-@pytest.mark.parametrize("switch", ["trainer.gradient_clip_val=0.5", "trainer.accumulate_grad_batches=2"])
-def test_a_run_resumed_with_clipping_or_accumulation_goes_on_from_its_step(make_config, switch):
-    # Our own step without them, Lightning's automatic optimisation with them: each mode counts its steps apart.
+@pytest.mark.parametrize(
+    "switch", ["trainer.gradient_clip_val=0.5", "trainer.accumulate_grad_batches=2", "fast_path=false"]
+)
+def test_a_run_resumed_in_the_other_optimisation_mode_goes_on_from_its_step(make_config, switch):
+    # The fast path's own step without them, Lightning's automatic optimisation with them or off the fast path:
+    # each mode counts its steps apart.
     from experiments.train import train
 
     common = ["model=mlp", "test=false", "logger=none", "trainer.accelerator=cpu"]
@@ -135,7 +140,7 @@ def test_a_run_resumed_with_clipping_or_accumulation_goes_on_from_its_step(make_
     last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
     steps = load_checkpoint(last)["global_step"]
     train(make_config(*common, "trainer.max_epochs=2", switch, f"resume={last}"))
-    per_epoch = steps if "clip" in switch else -(-steps // 2)
+    per_epoch = -(-steps // 2) if "accumulate" in switch else steps
     assert load_checkpoint(last)["global_step"] == steps + per_epoch
 
 

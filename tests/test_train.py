@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from experiments.data import DigitsDataModule
+from experiments.lightning_internals import NoProfiler
 from experiments.models.classifier import Classifier
-from experiments.profiler import NoProfiler
 from experiments.train import train
 from experiments.trainer import pick_benchmark, pick_profiler
 
@@ -106,8 +106,9 @@ def test_cudnn_autotuning_is_on_unless_the_run_is_deterministic(make_config):
 
 
 def test_runs_profile_nothing_at_next_to_no_cost_unless_asked(make_config):
-    assert isinstance(pick_profiler(make_config().trainer), NoProfiler)
-    assert pick_profiler(make_config("debug=profiler").trainer) == "simple"
+    assert isinstance(pick_profiler(make_config()), NoProfiler)
+    assert pick_profiler(make_config("fast_path=false")) is None  # Lightning's own default
+    assert pick_profiler(make_config("debug=profiler")) == "simple"
     profiler = NoProfiler()
     # One shared context for every hook call, where Lightning's default builds a new one each time.
     assert profiler.profile("run_training_batch") is profiler.profile("[LightningModule]Classifier.training_step")

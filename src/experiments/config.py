@@ -102,6 +102,7 @@ def _rules() -> dict[str, Callable[[object], str | None]]:
         "label_smoothing": _number(0.0, 1.0),
         "compile": _boolean,
         "cuda_graphs": _boolean,
+        "fast_path": _boolean,
         "deterministic": _boolean,
         "test": _boolean,
         "data.batch_size": _integer(1),

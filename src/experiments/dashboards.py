@@ -13,10 +13,14 @@ matrix is counted on the device (torchmetrics), once per drawn evaluation, when 
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
+
+from experiments.runs import final_objective
 
 KEPT = 512  # examples per evaluation kept to pick misclassified ones from (the first batches')
 SHOWN = 16  # misclassified examples shown
@@ -108,8 +112,10 @@ class Dashboards(L.Callback):
             return
         self._final = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         checkpoint = trainer.checkpoint_callback
-        if checkpoint is not None and checkpoint.best_model_score is not None:
-            self._final[self.objective] = float(checkpoint.best_model_score)  # the best, as checkpoints select
+        best = checkpoint.best_model_score if checkpoint is not None else None
+        objective = final_objective(self._final, best, self.objective)  # as metrics.json and sweepers see it
+        if not math.isnan(objective):
+            self._final[self.objective] = objective
         if not self.test:
             self._log_hparams(trainer, pl_module)
 

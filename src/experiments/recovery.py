@@ -28,6 +28,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from experiments.atomic import written_atomically
 from experiments.errors import NonFiniteLoss, UserError, is_user_error
+from experiments.lightning_internals import at_last_batch, save_last
 from experiments.runs import RunDir
 
 
@@ -100,7 +101,7 @@ class LastCheckpoint(ModelCheckpoint):
         # cleanly (one taken just before would carry the whole epoch's metric counts into the next). Training
         # that stops within an epoch is saved here, as it stands mid-epoch: saved at the epoch's end, Lightning
         # would count the epoch as complete, and a resumed run would skip the rest of it.
-        epoch_ends = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        epoch_ends = at_last_batch(trainer)
         if not epoch_ends and (self._steps_due(trainer) or fit_stops(trainer, at_epoch_end=False)):
             self.save_now(trainer)
 
@@ -109,7 +110,7 @@ class LastCheckpoint(ModelCheckpoint):
         # for). Saved even if this step was saved just before it: a resumed run does not repeat the validation,
         # and the best-model file the earlier save names may be gone. The validation after the epoch's last
         # batch is saved with the epoch's end; Lightning's own save here is replaced.
-        if not trainer.sanity_checking and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if not trainer.sanity_checking and not at_last_batch(trainer):
             self.save_now(trainer, again=True)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -125,15 +126,9 @@ class LastCheckpoint(ModelCheckpoint):
     def save_now(self, trainer: L.Trainer, again: bool = False) -> None:
         """last.ckpt now, unless this very step is saved already (and not `again`), or the run is a sanity
         check or a dev run."""
-        if again:
-            self._last_global_step_saved = -1
-        if not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        super()._save_checkpoint(trainer, filepath)
-        for logger in trainer.loggers:  # the curves up to this checkpoint survive a kill -9 too
-            logger.save()
+        if save_last(self, trainer, again):
+            for logger in trainer.loggers:  # the curves up to this checkpoint survive a kill -9 too
+                logger.save()
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "rng": rng_states()}

@@ -34,7 +34,7 @@ def train(cfg: DictConfig) -> float:
     from experiments.allocator import keep_freed_memory
     from experiments.callbacks import Throughput
     from experiments.cuda_checks import plain_cuda_checks
-    from experiments.models.classifier import Classifier
+    from experiments.models.classifier import Classifier, FastClassifier
     from experiments.models.optim import build_optimizer
     from experiments.recovery import StopOnNonFiniteLoss, check_resumable, load_checkpoint
     from experiments.stop_signals import StopSignals
@@ -50,7 +50,8 @@ def train(cfg: DictConfig) -> float:
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
-    model = Classifier(
+    model_class = FastClassifier if cfg.get("fast_path", True) else Classifier
+    model = model_class(
         spec=datamodule.spec,
         net=plain(cfg.model),
         optimizer=plain(cfg.optimizer),

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 if TYPE_CHECKING:
     import lightning as L
 
-    from experiments.profiler import NoProfiler
+    from experiments.lightning_internals import NoProfiler
 
 
 def _not_an_advertisement(record: logging.LogRecord) -> bool:
@@ -48,13 +48,13 @@ def pick_benchmark(cfg: DictConfig) -> bool:
     return not cfg.deterministic if chosen is None else chosen
 
 
-def pick_profiler(trainer_cfg: DictConfig) -> str | DictConfig | NoProfiler:
-    """The run's profiler (`simple`, `advanced`, ...), or none: one that records nothing at less cost per hook
-    call than Lightning's default (see profiler.py)."""
-    chosen = trainer_cfg.get("profiler")
-    if chosen is not None:
+def pick_profiler(cfg: DictConfig) -> str | DictConfig | NoProfiler | None:
+    """The run's profiler (`simple`, `advanced`, ...), or none: on the fast path, one that records nothing at
+    less cost per hook call than Lightning's default (lightning_internals.py)."""
+    chosen = cfg.trainer.get("profiler")
+    if chosen is not None or not cfg.get("fast_path", True):
         return chosen
-    from experiments.profiler import NoProfiler
+    from experiments.lightning_internals import NoProfiler
 
     return NoProfiler()
 
@@ -75,6 +75,6 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list) -
         enable_progress_bar=any(isinstance(c, AnyProgressBar) for c in callbacks),
         precision=pick_precision(cfg.trainer),
         benchmark=pick_benchmark(cfg),
-        profiler=pick_profiler(cfg.trainer),
+        profiler=pick_profiler(cfg),
         plugins=[AtomicCheckpointIO()],
     )

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 import lightning as L
 import torch
 
+from experiments.lightning_internals import batches_done
+
 
 def carve(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of n items split at random into (rest, carved), `fraction` carved; the same for the same seed."""
@@ -41,9 +43,9 @@ def fits_on_device(nbytes: int, free_bytes: int) -> bool:
 class TensorBatches:
     """Batches `(x[idx], y[idx])` of whole in-memory splits, in a fresh order each epoch when shuffled.
 
-    The order depends only on `seed` and the epoch number, and `state_dict()` records how many batches of
-    the epoch the trainer has finished (`finished`), which Lightning keeps in its checkpoints: a run
-    resumed mid-epoch goes on with the very next batch, as if it had never stopped.
+    The order depends only on `seed` and the epoch number, and an iteration begins at batch `start()`,
+    read when it begins: a run resumed mid-epoch goes on with the very next batch, as if it had never
+    stopped, from the one count of the epoch's batches done that its checkpoint keeps (Lightning's).
     Under data parallelism every process draws the same order and takes its own `batch_size` slice of
     each global batch of `world_size * batch_size`: together the processes cover the epoch exactly as
     one process would, and all run the same number of steps (a last global batch with fewer samples
@@ -62,7 +64,7 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
         pin: bool = False,
-        finished: Callable[[], int] = lambda: 0,
+        start: Callable[[], int] = lambda: 0,
     ) -> None:
         self.x, self.y = x, y
         self.batch_size = batch_size
@@ -71,8 +73,7 @@ class TensorBatches:
         self.epoch = epoch
         self.rank, self.world_size = rank, world_size
         self.pin = pin
-        self.finished = finished
-        self._resume_from: dict | None = None
+        self.start = start
 
     def __len__(self) -> int:
         return math.ceil(len(self.y) / (self.batch_size * self.world_size))
@@ -94,20 +95,18 @@ class TensorBatches:
         batch = torch.empty((len(idx), *tensor.shape[1:]), dtype=tensor.dtype, pin_memory=True)
         return torch.index_select(tensor, 0, idx, out=batch)
 
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch(), "finished": self.finished()}
+    # Lightning resumes a loader mid-epoch only if it says it can, by having these two methods; this one
+    # can, from Lightning's own count (`start`), so it has nothing of its own to save. (A state saved by an
+    # earlier version is accepted and not needed.)
+    def state_dict(self) -> dict:
+        return {}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self._resume_from = state  # read by the next __iter__, once the epoch counter is restored too
-
-    def _first_batch(self) -> int:
-        state, self._resume_from = self._resume_from, None
-        if state is not None and state["epoch"] == self.epoch() and 0 < state["finished"] < len(self):
-            return state["finished"]
-        return 0
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        bounds = itertools.islice(self._bounds(), self._first_batch(), None)
+        first = self.start()
+        bounds = itertools.islice(self._bounds(), first if 0 < first < len(self) else 0, None)
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch())
             order = torch.randperm(len(self.y), generator=generator).to(self.x.device)
@@ -142,17 +141,16 @@ class InMemoryDataModule(L.LightningDataModule):
         self._scale: tuple[torch.Tensor, torch.Tensor] | None = None
         self._resident: bool | None = None  # whether the splits live on the GPU; decided at the first batch
         self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._train_batches: TensorBatches | None = None
-        self._resume_from: dict | None = None
 
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
 
-    def _batches_finished(self) -> int:
-        """Training batches of this epoch done, optimiser step included: where a resumed run goes on."""
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed if self.trainer is not None else 0
+    def _batches_done(self) -> int:
+        """Training batches of this epoch done: none when an epoch begins, where a resumed run goes on after a
+        restore (which comes before its first batch is drawn)."""
+        return batches_done(self.trainer) if self.trainer is not None else 0
 
-    def _batches(self, split: str, batch_size: int, shuffle: bool = False) -> TensorBatches:
+    def _batches(self, split: str, batch_size: int, training: bool = False) -> TensorBatches:
         """The split's batches for this process: from GPU memory when the data fits there, else pinned."""
         x, y = self.splits[split]
         trainer, pin = self.trainer, False
@@ -168,25 +166,11 @@ class InMemoryDataModule(L.LightningDataModule):
             else:
                 pin = True
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        return TensorBatches(
-            x, y, batch_size, shuffle, self.seed, self._current_epoch, rank, world_size, pin, self._batches_finished
-        )
+        start = self._batches_done if training else lambda: 0
+        return TensorBatches(x, y, batch_size, training, self.seed, self._current_epoch, rank, world_size, pin, start)
 
     def train_dataloader(self) -> TensorBatches:
-        self._train_batches = self._batches("train", self.batch_size, shuffle=True)
-        if self._resume_from is not None:
-            self._train_batches.load_state_dict(self._resume_from)
-            self._resume_from = None
-        return self._train_batches
-
-    # Lightning hands the train loader its saved state only if it builds the loader after restoring the
-    # checkpoint, but a schedule that asks for `trainer.estimated_stepping_batches` builds it before. The
-    # datamodule's state is restored first of all, so the loader's position travels here as well.
-    def state_dict(self) -> dict:
-        return {"train_batches": self._train_batches.state_dict()} if self._train_batches is not None else {}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self._resume_from = state_dict.get("train_batches")
+        return self._batches("train", self.batch_size, training=True)
 
     def val_dataloader(self) -> TensorBatches:
         return self._batches("val", self.eval_batch_size)

@@ -5,24 +5,23 @@ torch's default `weights_only=True`, and `Classifier.load_from_checkpoint(path)`
 
 A training step does the step and nothing else: its loss and predictions stay on the device in a
 `Tally`, which torchmetrics counts once, at the epoch's end (no host-device sync per step). Every
-`log_every_n_steps`-th step loss goes to the loggers then too, as `train/loss_step`. The step itself
-(backward, optimiser, schedule) is taken by hand unless the run needs Lightning's: see
-`automatic_optimization`.
+`log_every_n_steps`-th step loss goes to the loggers then too, as `train/loss_step`.
+
+`Classifier` is plain Lightning. `FastClassifier`, what runs train with by default (`fast_path: true`), takes
+the optimiser step itself where Lightning's automatic optimisation is not needed: lightning_internals.py.
 """
 
 from __future__ import annotations
 
-import inspect
-
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import MixedPrecision
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from experiments.lightning_internals import FastPath, count_steps_in_both_modes
 from experiments.models.graphs import GraphedTraining, graphed_training_for
 from experiments.models.nets import build_net
 from experiments.models.optim import build_optimizer, build_scheduler
@@ -104,21 +103,6 @@ class Tally:
         return values
 
 
-def count_steps_in_both_modes(checkpoint: dict) -> None:
-    """Lightning counts optimiser steps (the global step) apart for its automatic and manual modes, and a run
-    resumed with gradient clipping or accumulation switched on or off changes mode: both counters of the
-    checkpoint are set to the steps taken, so the run goes on from its step, not from zero. (The loops
-    read their state after this hook, from the same dictionary.)"""
-    loop = checkpoint.get("loops", {}).get("fit_loop", {})
-    automatic = loop.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer", {}).get("step")
-    manual = loop.get("epoch_loop.manual_optimization.optim_step_progress")
-    if automatic is None or manual is None:
-        return
-    for part in ("total", "current"):
-        for key in ("ready", "completed"):
-            automatic[part][key] = manual[part][key] = max(automatic[part][key], manual[part][key])
-
-
 def prepare_net(net: nn.Module, device: torch.device, compile: bool) -> None:
     """Channels-last convolutions on GPUs (tensor cores want them: no layout transposes), and
     torch.compile when asked, in place (`nn.Module.compile`): the state dict keeps its keys, so
@@ -146,7 +130,6 @@ class Classifier(L.LightningModule):
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.tallies = {stage: Tally(spec["num_classes"]) for stage in ("train", "val", "test")}
         self.step_losses: list[tuple[int, torch.Tensor]] = []  # (global step, loss) for the loggers
-        self.timed_checkpoints = False  # whether a checkpoint callback saves every n steps or minutes
         self.graphed_training: GraphedTraining | None = None  # with cuda_graphs, during a fit on one GPU
         self.metrics_before_resume: dict[str, dict] = {}  # LOGGED's values from the checkpoint a run resumes from
 
@@ -159,11 +142,6 @@ class Classifier(L.LightningModule):
             tally.to(device)
         graphs = self.hparams.cuda_graphs and stage == "fit"
         self.graphed_training = graphed_training_for(self.net, self.trainer) if graphs else None
-        # Read by `automatic_optimization` some ten times a step; the run's callbacks stay as they are.
-        self.timed_checkpoints = any(
-            isinstance(c, ModelCheckpoint) and (c._every_n_train_steps > 0 or c._train_time_interval is not None)
-            for c in self.trainer.callbacks
-        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.graphed_training is not None:
@@ -187,48 +165,10 @@ class Classifier(L.LightningModule):
         self.tallies[stage].add(logits, y, loss)
         return loss, logits
 
-    def __setattr__(self, name: str, value) -> None:
-        # Lightning records the hook it is in on the module, before and after every hook call: some thirty
-        # times a step. nn.Module's __setattr__ first checks whether a value is a parameter, a buffer or a
-        # submodule (0.1 ms a step on a 2-core Xeon); a hook's name is none of them.
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
-    @property
-    def automatic_optimization(self) -> bool:
-        """Whether Lightning takes the optimiser step: only for what its automatic optimisation alone does well.
-
-        Lightning's automatic optimisation wraps each step in a closure and a dozen hook calls: about a
-        third of a millisecond of host time per step on a 2-core Xeon, a tenth of a small MLP's step.
-        A plain step (zero the gradients, backward, step, schedule) needs none of it. Left to Lightning:
-        gradient clipping and accumulation, which it allows in its automatic mode only, and checkpoints
-        saved every n training steps or minutes, which Lightning 2.6's ModelCheckpoint handles under its
-        automatic mode only (under manual optimisation it ignores the time interval, and warns at every
-        save about model states it expects the module to keep).
-        """
-        trainer = self._trainer
-        if trainer is None:
-            return False
-        # Clipping and accumulation are read from the Trainer itself: Lightning asks, to refuse them under
-        # manual optimisation, before `setup` has run.
-        return bool(trainer.gradient_clip_val) or trainer.accumulate_grad_batches != 1 or self.timed_checkpoints
-
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, _ = self._shared_step(batch, "train")
         if self.trainer.loggers and (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             self.step_losses.append((self.global_step, loss.detach()))
-        if not self.automatic_optimization:
-            # Through Lightning's optimiser wrapper and manual_backward: precision plugins (loss scaling),
-            # data-parallel gradient sync, step counting and the on_before_optimizer_step hooks all apply.
-            optimizer = self.optimizers()
-            optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
-            optimizer.step()
-            scheduler = self.lr_schedulers()
-            if scheduler is not None:
-                scheduler.step()
         return loss
 
     # Evaluation steps return their logits for callbacks (confusion matrices in dashboards.py).
@@ -329,7 +269,6 @@ class Classifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-# Lightning reads `training_step`'s signature at every step, to see whether it takes `batch_idx`; `inspect`
-# answers from `__signature__` when a function has one instead of building it anew (7-11 us against 19-32 us
-# a step on a 2-core Xeon: benchmarks/hook_overhead.py).
-Classifier.training_step.__signature__ = inspect.signature(Classifier.training_step)
+class FastClassifier(FastPath, Classifier):
+    """The Classifier on the fast path (`fast_path: true`): the same training, with less of Lightning's
+    bookkeeping per step. Its checkpoints are the Classifier's: either loads them."""
