@@ -150,7 +150,9 @@ def main() -> None:
         return call
 
     checkpoint = recovery.ModelCheckpoint(dirpath="unused", monitor="val/acc", mode="max")
-    model = Classifier({"kind": "image", "shape": [1, 28, 28], "num_classes": 10}, {"name": "mlp"}, {}, {})
+    model = Classifier(
+        {"kind": "image", "shape": [1, 28, 28], "num_classes": 10}, {"_target_": "experiments.models.nets.MLP"}, {}, {}
+    )
     signature_check = lambda: is_param_in_hook_signature(model.training_step, "batch_idx", min_args=2)  # noqa: E731
     use("old")
     signature_rebuilt = per_call_us(signature_check)

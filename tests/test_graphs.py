@@ -44,7 +44,7 @@ def batches(*sizes: int) -> list[torch.Tensor]:
 
 
 def test_full_size_training_batches_replay_the_graph_and_the_rest_run_eagerly():
-    net = build_net({"name": "cnn", "channels": [4], "batch_norm": True}, SPEC)
+    net = build_net({"_target_": "experiments.models.nets.CNN", "channels": [4], "batch_norm": True}, SPEC)
     record = StandIn()
     graphed = GraphedTraining(net, record=record)
     first, second, last = batches(16, 16, 5)
@@ -58,7 +58,7 @@ def test_full_size_training_batches_replay_the_graph_and_the_rest_run_eagerly():
 
 
 def test_a_resumed_run_starting_on_a_smaller_last_batch_records_at_the_next_full_one():
-    net = build_net({"name": "cnn", "channels": [4], "batch_norm": True}, SPEC)
+    net = build_net({"_target_": "experiments.models.nets.CNN", "channels": [4], "batch_norm": True}, SPEC)
     record = StandIn()
     graphed = GraphedTraining(net, batch_size=16, record=record)
     last, first, second = batches(5, 16, 16)  # the end of an epoch, then the next one
@@ -68,15 +68,15 @@ def test_a_resumed_run_starting_on_a_smaller_last_batch_records_at_the_next_full
 
 
 def test_evaluation_before_training_records_nothing():
-    net = build_net({"name": "cnn", "channels": [4], "batch_norm": True}, SPEC).eval()
+    net = build_net({"_target_": "experiments.models.nets.CNN", "channels": [4], "batch_norm": True}, SPEC).eval()
     graphed = GraphedTraining(net, record=StandIn())
     graphed(*batches(16))  # a sanity check's validation batch, before the first training step
     assert graphed.graphed is None and "forward" not in vars(net)
 
 
 def test_recording_leaves_the_running_statistics_as_one_eager_step_would():
-    eager_net = build_net({"name": "cnn", "channels": [4], "batch_norm": True}, SPEC)
-    net = build_net({"name": "cnn", "channels": [4], "batch_norm": True}, SPEC)
+    eager_net = build_net({"_target_": "experiments.models.nets.CNN", "channels": [4], "batch_norm": True}, SPEC)
+    net = build_net({"_target_": "experiments.models.nets.CNN", "channels": [4], "batch_norm": True}, SPEC)
     net.load_state_dict(eager_net.state_dict())
     (x,) = batches(16)
     eager_net(x)
@@ -86,7 +86,7 @@ def test_recording_leaves_the_running_statistics_as_one_eager_step_would():
 
 
 def test_the_speedrun_net_is_whitened_once_by_the_recording():
-    net = build_net({"name": "speedrun", "widths": [8, 8, 8]}, SPEC)
+    net = build_net({"_target_": "experiments.models.nets.SpeedrunNet", "widths": [8, 8, 8]}, SPEC)
     (x,) = batches(16)
     GraphedTraining(net, record=StandIn())(x)
     assert bool(net.whitened)  # fitted on the batch during the warm-up, and kept (not put back)
@@ -102,7 +102,9 @@ def test_a_net_that_cannot_be_recorded_is_one_line_naming_the_switch():
     def record(net, sample_args):
         raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nCUDA kernel errors ...")
 
-    graphed = GraphedTraining(build_net({"name": "mlp", "width": 8, "depth": 1}, SPEC), record=record)
+    graphed = GraphedTraining(
+        build_net({"_target_": "experiments.models.nets.MLP", "width": 8, "depth": 1}, SPEC), record=record
+    )
     with pytest.raises(
         UserError,
         match=r"cannot be recorded .*\(CUDA error: operation not permitted when stream is "
@@ -116,7 +118,9 @@ def test_other_errors_while_recording_keep_their_traceback(error):
     def record(net, sample_args):
         raise error
 
-    graphed = GraphedTraining(build_net({"name": "mlp", "width": 8, "depth": 1}, SPEC), record=record)
+    graphed = GraphedTraining(
+        build_net({"_target_": "experiments.models.nets.MLP", "width": 8, "depth": 1}, SPEC), record=record
+    )
     with pytest.raises(type(error)) as raised:
         graphed(*batches(4))
     assert raised.value is error
@@ -130,7 +134,7 @@ def test_a_fit_on_one_gpu_records_the_data_modules_batch_size_and_nothing_else_r
             strategy=SimpleNamespace(root_device=torch.device(device)), world_size=world_size, datamodule=datamodule
         )
 
-    net = build_net({"name": "mlp", "width": 8, "depth": 1}, SPEC)
+    net = build_net({"_target_": "experiments.models.nets.MLP", "width": 8, "depth": 1}, SPEC)
     assert graphed_training_for(net, trainer("cuda")).batch_size == 64
     assert graphed_training_for(net, trainer("cuda", datamodule=None)).batch_size is None  # its first batch's
     assert graphed_training_for(net, trainer("cpu")) is None

@@ -20,13 +20,17 @@ from experiments.models.optim import build_optimizer
 from experiments.recovery import LastCheckpoint
 from experiments.recovery import ModelCheckpoint as KeyedOnce
 
-NET = {"name": "mlp", "width": 32, "depth": 1}
-ADAMW = {"name": "adamw", "lr": 0.01, "weight_decay": 0.01}
+NET = {"_target_": "experiments.models.nets.MLP", "width": 32, "depth": 1}
+ADAMW = {"_target_": "experiments.models.optim.AdamW", "lr": 0.01, "weight_decay": 0.01}
 
 
 def test_optimizers_use_fused_kernels_and_skip_decay_on_biases():
     net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
-    for config in (ADAMW, {"name": "adam", "lr": 0.1}, {"name": "sgd", "lr": 0.1, "momentum": 0.9}):
+    for config in (
+        ADAMW,
+        {"_target_": "experiments.models.optim.Adam", "lr": 0.1},
+        {"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.9},
+    ):
         optimizer = build_optimizer(net, config)
         assert all(group["fused"] for group in optimizer.param_groups)
         assert [len(g["params"]) for g in optimizer.param_groups] == [1, 3]  # as checkpoints of earlier runs hold
@@ -47,7 +51,7 @@ def fit_digits(module_class: type[Classifier] = Classifier, **trainer_options) -
     """A seeded run on the digits, one epoch unless told otherwise, with no logger, checkpoints or bar."""
     L.seed_everything(0, verbose=False)
     data = DigitsDataModule(batch_size=64)
-    onecycle = {"name": "onecycle", "pct_start": 0.3}
+    onecycle = {"_target_": "experiments.models.optim.one_cycle", "pct_start": 0.3}
     model = module_class(data.spec, {**NET, "dropout": 0.1}, ADAMW, onecycle)
     options = {"max_epochs": 1, "logger": False, "enable_checkpointing": False, **trainer_options}
     trainer = L.Trainer(accelerator="cpu", enable_progress_bar=False, enable_model_summary=False, **options)
@@ -71,7 +75,7 @@ def test_throughput_counts_training_batches_only():
 
 def test_compile_switch_compiles_in_place_and_keeps_checkpoint_keys():
     # A full compiled run takes minutes on a CPU (measured in docs/benchmarks.md); here only the switch.
-    net = build_net({"name": "cnn", "channels": [4]}, DigitsDataModule.spec)
+    net = build_net({"_target_": "experiments.models.nets.CNN", "channels": [4]}, DigitsDataModule.spec)
     keys = set(net.state_dict())
     prepare_net(net, torch.device("cpu"), compile=False)
     assert net._compiled_call_impl is None

@@ -20,9 +20,9 @@ from experiments.data import DigitsDataModule
 from experiments.models.classifier import Classifier, FastClassifier
 from experiments.recovery import load_checkpoint
 
-NET = {"name": "mlp", "width": 32, "depth": 1, "dropout": 0.1}
-ADAMW = {"name": "adamw", "lr": 0.01, "weight_decay": 0.01}
-ONECYCLE = {"name": "onecycle", "pct_start": 0.3}
+NET = {"_target_": "experiments.models.nets.MLP", "width": 32, "depth": 1, "dropout": 0.1}
+ADAMW = {"_target_": "experiments.models.optim.AdamW", "lr": 0.01, "weight_decay": 0.01}
+ONECYCLE = {"_target_": "experiments.models.optim.one_cycle", "pct_start": 0.3}
 
 
 def fit_digits(module_class: type[Classifier] = FastClassifier, **trainer_options) -> tuple[Classifier, L.Trainer]:

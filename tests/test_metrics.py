@@ -131,7 +131,12 @@ def test_a_resumed_tally_goes_where_it_is_counted():
 
 def test_the_metrics_add_nothing_to_the_state_dict():
     # Checkpoints of earlier runs hold the net's weights only, and load with strict key matching.
-    model = Classifier(DigitsDataModule.spec, {"name": "mlp"}, {"name": "adamw"}, {"name": "constant"})
+    model = Classifier(
+        DigitsDataModule.spec,
+        {"_target_": "experiments.models.nets.MLP"},
+        {"_target_": "experiments.models.optim.AdamW"},
+        {},
+    )
     assert set(model.state_dict()) == {f"net.{key}" for key in model.net.state_dict()}
     model.load_state_dict({f"net.{key}": value for key, value in model.net.state_dict().items()}, strict=True)
     for tally in model.tallies.values():  # non-persistent states: none even if registered as submodules

@@ -21,7 +21,7 @@ from experiments.cli import main
 
 BAD_CONFIGS = [
     ("optimizer.lr=0", "optimizer.lr=0 is not allowed: it must be a number > 0.0"),
-    ("optimizer.name=adamax", "optimizer.name='adamax' is not allowed: it must be one of adamw, adam, sgd"),
+    ("optimizer._target_=torch.optim.Adamx", "optimizer._target_='torch.optim.Adamx' cannot be imported: "),
     ("optimizer=lamb", "optimizer=lamb: no such option; choose from adam, adamw, sgd"),
     ("optimizer.betas=[0.9,1.5]", "optimizer.betas=[0.9, 1.5] is not allowed: it must be two numbers >= 0.0 and < 1.0"),
     ("data.batch_size=0", "data.batch_size=0 is not allowed: it must be an integer >= 1"),
@@ -39,7 +39,7 @@ BAD_CONFIGS = [
         "choose an integer from 1 to 2, or auto",
     ),
     ("trainer.devices=0", "trainer.devices=0 is not available"),
-    ("trainer.accelerator=tpu", "trainer.accelerator='tpu' is not allowed: it must be one of auto, cpu, gpu, cuda"),
+    ("trainer.accelerator=abacus", "You selected an invalid accelerator name: `accelerator='abacus'`."),  # Lightning's
     ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1 is not allowed: it must be a number >= 0.0"),
     ("trainer.limit_train_batches=1.5", "trainer.limit_train_batches=1.5 is not allowed: it must be a count of"),
     ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps=0 is not allowed: it must be an integer >= 1"),
@@ -48,6 +48,13 @@ BAD_CONFIGS = [
     ("model=mlp model.ngrams=2", "model.ngrams=2 needs hash buckets for the n-grams: set model.ngram_buckets"),
     ("scheduler=onecycle scheduler.pct_start=0", "scheduler.pct_start=0 is not allowed: it must be a number > 0.0"),
     ("scheduler=onecycle scheduler.anneal=cubic", "scheduler.anneal='cubic' is not allowed: it must be one of cos,"),
+    ("model._target_=my_nets.Wide", "model._target_='my_nets.Wide' cannot be imported: "),
+    ("model=mlp +model.wdth=3", "model: MLP got an unexpected keyword argument 'wdth'; `--cfg job` shows"),
+    ("optimizer._target_=torch.optim.LBFGS", "optimizer: LBFGS got an unexpected keyword argument 'betas'"),
+    (
+        "scheduler._target_=torch.optim.lr_scheduler.StepLR",
+        "scheduler: StepLR missing a required argument: 'step_size'",
+    ),
     ("optimizer.norm_lr_scale=0", "optimizer.norm_lr_scale=0 is not allowed: it must be a number > 0.0"),
     ("deterministic=maybe", "deterministic='maybe' is not allowed: it must be true or false"),
     ("seed=-1", "seed=-1 is not allowed: it must be an integer >= 0"),

@@ -234,8 +234,11 @@ def test_a_resume_that_changes_the_optimisers_parameter_groups_is_refused():
     from experiments.models.optim import build_optimizer
     from experiments.recovery import check_resumable
 
-    cnn, adamw = {"name": "cnn", "channels": [4]}, {"name": "adamw", "lr": 0.01}
-    model = Classifier(DigitsDataModule.spec, cnn, adamw, {"name": "constant"})
+    cnn, adamw = (
+        {"_target_": "experiments.models.nets.CNN", "channels": [4]},
+        {"_target_": "experiments.models.optim.AdamW", "lr": 0.01},
+    )
+    model = Classifier(DigitsDataModule.spec, cnn, adamw, {})
     optimizer = build_optimizer(model.net, adamw)
     checkpoint = {"state_dict": model.state_dict(), "optimizer_states": [optimizer.state_dict()]}
     check_resumable(checkpoint, model, optimizer)  # the same settings: fine

@@ -33,6 +33,29 @@ def test_every_model_trains_and_learns(make_config, model):
     assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_any_torch_optimiser_and_a_schedule_on_the_objective(make_config):
+    # ReduceLROnPlateau told that a rising accuracy is no improvement (mode=min): the rate halves after each epoch
+    # but the first, stepped by Lightning once an epoch on the objective (the fast path leaves it to Lightning),
+    # after the epoch's checkpoint: the last one holds the rate after two epochs' steps.
+    cfg = make_config(
+        "model=mlp",
+        "optimizer._target_=torch.optim.RAdam",
+        "~optimizer.betas",
+        "scheduler=plateau",
+        "scheduler.mode=min",
+        "scheduler.patience=0",
+        "trainer.max_epochs=3",
+        "test=false",
+        "logger=none",
+        "trainer.accelerator=cpu",
+    )
+    train(cfg)
+    checkpoint = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    (optimizer,) = checkpoint["optimizer_states"]
+    assert [group["lr"] for group in optimizer["param_groups"]] == [cfg.optimizer.lr / 2] * 2
+    assert checkpoint["lr_schedulers"][0]["num_bad_epochs"] == 0 and checkpoint["global_step"] > 3
+
+
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
 @pytest.mark.parametrize("clip", ["1.0", "null"])
 def test_mixed_precision_with_and_without_gradient_clipping(make_config, clip, precision):
@@ -67,7 +90,7 @@ def test_best_checkpoint_loads_weights_only_and_reproduces_test_accuracy(make_co
     train(cfg)
     metrics = read_metrics(cfg)
     checkpoint = torch.load(metrics["best_checkpoint"], weights_only=True)  # no pickled code inside
-    assert checkpoint["hyper_parameters"]["net"]["name"] == "cnn"
+    assert checkpoint["hyper_parameters"]["net"]["_target_"] == "experiments.models.nets.CNN"  # a plain string
 
     model = Classifier.load_from_checkpoint(metrics["best_checkpoint"], map_location="cpu").eval()
     data = DigitsDataModule(seed=cfg.seed)

@@ -152,8 +152,12 @@ def run_hparams(trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
     for group in ("net", "optimizer", "scheduler"):
         prefix = "model" if group == "net" else group
         for key, value in pl_module.hparams[group].items():
-            # `model`, not `model.name`: TensorBoard sorts the columns by name and shows the first ones.
-            hparams[prefix if key == "name" else f"{prefix}.{key}"] = value
+            # `model`, the class's name, not `model._target_`: TensorBoard sorts the columns by name and shows
+            # the first ones.
+            if key in ("_target_", "name"):  # (`name` in checkpoints from before `_target_`)
+                hparams[prefix] = value.rsplit(".", 1)[-1]
+            elif key != "_partial_":
+                hparams[f"{prefix}.{key}"] = value
     hparams["label_smoothing"] = pl_module.hparams.label_smoothing
     hparams["trainer.max_epochs"] = trainer.max_epochs
     return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in hparams.items()}

@@ -60,12 +60,17 @@ def first_line(text: str) -> str:
 
 
 def is_user_error(error: BaseException) -> bool:
-    """Whether `error` is the user's to fix: bad input, Hydra's and OmegaConf's config errors, a folder that
-    cannot be written, a full disk."""
+    """Whether `error` is the user's to fix: bad input, Hydra's, OmegaConf's and Lightning's config errors, a
+    folder that cannot be written, a full disk."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     if isinstance(error, UserError | HydraException | OmegaConfBaseException):  # some of Hydra's are OSErrors too
+        return True
+    # Lightning's settings it cannot work with (a checkpoint's `monitor` that nothing logs, say) are the user's.
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    if isinstance(error, MisconfigurationException):
         return True
     return isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRORS
 

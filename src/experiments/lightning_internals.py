@@ -32,6 +32,7 @@ class FastPath:
     """
 
     timed_checkpoints = False  # whether a checkpoint callback saves every n steps or minutes; set in setup
+    lightning_schedules = False  # whether the schedule is stepped otherwise than every batch; set with it
 
     def __setattr__(self, name: str, value) -> None:
         # Relies on: Lightning records the hook it is in as `_current_fx_name` on the module, before and after
@@ -54,7 +55,8 @@ class FastPath:
         Lightning's automatic optimisation wraps each step in a closure and a dozen hook calls: about a
         third of a millisecond of host time per step on a 2-core Xeon, a tenth of a small MLP's step.
         A plain step (zero the gradients, backward, step, schedule) needs none of it. Left to Lightning:
-        gradient clipping and accumulation, which it allows in its automatic mode only, and checkpoints
+        schedules stepped otherwise than every batch (once an epoch, on a metric), gradient clipping and
+        accumulation, which it allows in its automatic mode only, and checkpoints
         saved every n training steps or minutes, which Lightning 2.6's ModelCheckpoint handles under its
         automatic mode only (under manual optimisation it ignores the time interval, and warns at every
         save about model states it expects the module to keep).
@@ -64,7 +66,19 @@ class FastPath:
             return False
         # Clipping and accumulation are read from the Trainer itself: Lightning asks, to refuse them under
         # manual optimisation, before `setup` has run.
-        return bool(trainer.gradient_clip_val) or trainer.accumulate_grad_batches != 1 or self.timed_checkpoints
+        return (
+            bool(trainer.gradient_clip_val)
+            or trainer.accumulate_grad_batches != 1
+            or self.timed_checkpoints
+            or self.lightning_schedules
+        )
+
+    def configure_optimizers(self):
+        configured = super().configure_optimizers()
+        # A schedule stepped once an epoch, or on a metric (ReduceLROnPlateau), is Lightning's to step.
+        schedule = configured.get("lr_scheduler") if isinstance(configured, dict) else None
+        self.lightning_schedules = schedule is not None and (schedule["interval"] != "step" or "monitor" in schedule)
+        return configured
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = super().training_step(batch, batch_idx)

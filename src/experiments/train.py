@@ -34,8 +34,6 @@ def train(cfg: DictConfig) -> float:
     from experiments.allocator import keep_freed_memory
     from experiments.callbacks import Throughput
     from experiments.cuda_checks import plain_cuda_checks
-    from experiments.models.classifier import Classifier, FastClassifier
-    from experiments.models.optim import build_optimizer
     from experiments.recovery import StopOnNonFiniteLoss, check_resumable, load_checkpoint
     from experiments.stop_signals import StopSignals
     from experiments.trainer import build_trainer, quiet_lightning
@@ -50,18 +48,9 @@ def train(cfg: DictConfig) -> float:
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
-    model_class = FastClassifier if cfg.get("fast_path", True) else Classifier
-    model = model_class(
-        spec=datamodule.spec,
-        net=plain(cfg.model),
-        optimizer=plain(cfg.optimizer),
-        scheduler=plain(cfg.scheduler),
-        label_smoothing=cfg.label_smoothing,
-        compile=cfg.compile,
-        cuda_graphs=cfg.cuda_graphs,
-    )
+    model, optimizer = build_model(cfg, datamodule.spec)
     if resumed is not None:
-        check_resumable(resumed, model, build_optimizer(model.net, model.hparams.optimizer))
+        check_resumable(resumed, model, optimizer)
     throughput, stop_signals = Throughput(), StopSignals()
     always = [throughput, StopOnNonFiniteLoss(), stop_signals]  # whatever the callbacks config says
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] + always
@@ -102,6 +91,28 @@ def train(cfg: DictConfig) -> float:
         metrics.write(RunDir(output_dir).metrics_file)
         print_summary(metrics, output_dir)
     return objective
+
+
+def build_model(cfg: DictConfig, spec: dict):
+    """The run's LightningModule for data described by `spec`, and an optimiser built for it: the net, the
+    optimiser and the schedule check their own settings here, before anything is written (the Trainer builds
+    the optimiser and schedule again when it fits)."""
+    from experiments.models.classifier import Classifier, FastClassifier
+    from experiments.models.optim import build_optimizer, build_scheduler
+
+    model_class = FastClassifier if cfg.get("fast_path", True) else Classifier
+    model = model_class(
+        spec=spec,
+        net=plain(cfg.model),
+        optimizer=plain(cfg.optimizer),
+        scheduler=plain(cfg.scheduler),
+        label_smoothing=cfg.label_smoothing,
+        compile=cfg.compile,
+        cuda_graphs=cfg.cuda_graphs,
+    )
+    optimizer = build_optimizer(model.net, model.hparams.optimizer)
+    build_scheduler(optimizer, model.hparams.scheduler, total_steps=1)
+    return model, optimizer
 
 
 def plain(node: DictConfig) -> dict:

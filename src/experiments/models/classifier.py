@@ -263,10 +263,8 @@ class Classifier(L.LightningModule):
         # them inside its own step, as fused ones can: with clipping, the multi-tensor kernels instead.
         clipping = bool(self.trainer.gradient_clip_val) and isinstance(self.trainer.precision_plugin, MixedPrecision)
         optimizer = build_optimizer(self.net, self.hparams.optimizer, fused=not clipping)
-        scheduler = build_scheduler(optimizer, self.hparams.scheduler, self.trainer.estimated_stepping_batches)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        schedule = build_scheduler(optimizer, self.hparams.scheduler, self.trainer.estimated_stepping_batches)
+        return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
 
 
 class FastClassifier(FastPath, Classifier):

@@ -1,14 +1,24 @@
-"""Optimisers and learning-rate schedules from plain config values (conf/optimizer, conf/scheduler)."""
+"""Optimisers and learning-rate schedules from plain config values (conf/optimizer, conf/scheduler).
+
+Both are named by `_target_`, as Hydra wires components: any `torch.optim` optimiser or schedule, or one's own
+(docs/extending.md). The optimiser gets our parameter groups (no weight decay on biases and normalisation
+weights) and torch's fused kernels when it has them; a schedule whose constructor takes `total_steps` gets the
+run's. `_partial_: true` in the configs keeps them instantiable by Hydra's own `instantiate` too.
+"""
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
 from torch import nn
 
-OPTIMIZERS = ("adamw", "adam", "sgd")
-SCHEDULERS = ("cosine", "onecycle", "constant")
+from experiments.checks import boolean, import_target, number, one_of, require
+from experiments.errors import UserError
+
+# How Lightning steps a schedule, not arguments of the schedule itself: taken out before it is built.
+LIGHTNING_KEYS = ("interval", "frequency", "monitor", "strict")
 
 
 class LazySparseRows:
@@ -74,59 +84,69 @@ def build_optimizer(model: nn.Module, config: dict, fused: bool = True) -> torch
     speedrun trains its BatchNorm shifts 64 times faster than its kernels); only then do they get a group
     of their own, so that checkpoints of runs without it keep their two groups and resume. `fused=False`
     takes torch's multi-tensor (foreach) kernels instead of the single fused one."""
+    kwargs = {key: value for key, value in config.items() if key != "_partial_"}
+    target = kwargs.pop("_target_", None) or EARLIER_OPTIMIZERS[kwargs.pop("name")]
+    optimizer_class = import_target(target, "optimizer", torch.optim.Optimizer)
+    lr, weight_decay = kwargs.pop("lr"), kwargs.pop("weight_decay", 0.0)
+    norm_lr_scale = kwargs.pop("norm_lr_scale", 1.0)
+    if "betas" in kwargs:
+        kwargs["betas"] = tuple(kwargs["betas"])
     sparse = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding | nn.EmbeddingBag) and m.sparse}
     norms = {id(p) for m in model.modules() if isinstance(m, NORMS) for p in m.parameters(recurse=False)}
     params = [p for p in model.parameters() if p.requires_grad]
     decayed = {id(p) for p in params if p.ndim > 1} - sparse - norms
-    name, lr = config["name"], config["lr"]
-    norm_lr_scale = config.get("norm_lr_scale", 1.0)
     apart = norms if norm_lr_scale != 1.0 else set()  # the normalisation parameters, when they train faster
     elsewhere = decayed | apart
     groups = [
-        {"params": [p for p in params if id(p) in decayed], "weight_decay": config.get("weight_decay", 0.0)},
+        {"params": [p for p in params if id(p) in decayed], "weight_decay": weight_decay},
         {"params": [p for p in params if id(p) not in elsewhere], "weight_decay": 0.0},
     ]
     if faster := [p for p in params if id(p) in apart]:
         groups.append({"params": faster, "weight_decay": 0.0, "lr": lr * norm_lr_scale})
-    if name == "sgd":
-        optimizer_class, kwargs = torch.optim.SGD, {"momentum": config.get("momentum", 0.0)}
-        kwargs["nesterov"] = config.get("nesterov", False)
-        if sparse:  # torch's fused and foreach SGD refuse sparse gradients: its default loop takes them
-            return optimizer_class(groups, lr=lr, **kwargs)
-    else:
-        optimizer_class = {"adamw": AdamW, "adam": Adam}[name]  # sparse rows are updated apart from the rest
-        kwargs = {"betas": tuple(config.get("betas", (0.9, 0.999)))}
-    if fused:
+    takes = inspect.signature(optimizer_class).parameters
+    try:
+        inspect.signature(optimizer_class).bind(groups, lr=lr, **kwargs)
+    except TypeError as error:
+        raise UserError(f"optimizer: {optimizer_class.__qualname__} {error}; `--cfg job` shows its settings") from error
+    # torch's fused and foreach kernels refuse sparse gradients; our Adam and AdamW update those rows apart.
+    if sparse and not issubclass(optimizer_class, LazySparseRows):
+        return optimizer_class(groups, lr=lr, **kwargs)
+    if fused and "fused" in takes:
         try:
             # One fused kernel updates every parameter: on a CPU, torch's default (one Python loop step per
             # tensor) costs a small net a third of its training time; on a GPU, one launch instead of many.
             return optimizer_class(groups, lr=lr, fused=True, **kwargs)
         except RuntimeError:  # a device without fused kernels
             pass
-    return optimizer_class(groups, lr=lr, foreach=True, **kwargs)
+    if "foreach" in takes:
+        return optimizer_class(groups, lr=lr, foreach=True, **kwargs)
+    return optimizer_class(groups, lr=lr, **kwargs)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: dict, total_steps: int):
-    """A schedule stepped once per batch over `total_steps`, or None for a constant rate."""
-    name = config["name"]
-    if name == "constant":
+def build_scheduler(optimizer: torch.optim.Optimizer, config: dict, total_steps: int) -> dict | None:
+    """The schedule as Lightning's `lr_scheduler` entry (stepped every batch unless `interval` says otherwise),
+    or None for a constant rate (a config with no `_target_`)."""
+    kwargs = {key: value for key, value in config.items() if key != "_partial_"}
+    target = kwargs.pop("_target_", None) or EARLIER_SCHEDULERS.get(kwargs.pop("name", "constant"))
+    if target is None:
         return None
-    if name == "onecycle":
-        # Up from start_fraction of the peak rate over the first pct_start of the steps, then down to
-        # end_fraction of it; `cycle_momentum` moves momentum (or Adam's beta1) the opposite way, 0.95-0.85.
-        max_lr = [group["lr"] for group in optimizer.param_groups]
-        start, end = config.get("start_fraction", 0.04), config.get("end_fraction", 4e-6)
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=max_lr,
-            total_steps=total_steps,
-            pct_start=config.get("pct_start", 0.25),
-            anneal_strategy=config.get("anneal", "cos"),
-            div_factor=1 / start,
-            final_div_factor=start / end,
-            cycle_momentum=config.get("cycle_momentum", True),
-        )
-    warmup = int(config.get("warmup_fraction", 0.0) * total_steps)
+    stepping = {"interval": "step", **{key: kwargs.pop(key) for key in LIGHTNING_KEYS if key in kwargs}}
+    schedule = import_target(target, "scheduler", object)
+    if "total_steps" in inspect.signature(schedule).parameters:
+        kwargs["total_steps"] = total_steps
+    try:
+        inspect.signature(schedule).bind(optimizer, **kwargs)
+    except TypeError as error:
+        raise UserError(f"scheduler: {schedule.__qualname__} {error}; `--cfg job` shows its settings") from error
+    return {"scheduler": schedule(optimizer, **kwargs), **stepping}
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float = 0.0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A linear warm-up over the first `warmup_fraction` of the steps, then a cosine decay to zero."""
+    require("scheduler", warmup_fraction=(warmup_fraction, number(0.0, 1.0)))
+    warmup = int(warmup_fraction * total_steps)
 
     def warmup_then_cosine(step: int) -> float:
         if step < warmup:
@@ -135,3 +155,40 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: dict, total_steps:
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_cosine)
+
+
+def one_cycle(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    pct_start: float = 0.25,
+    anneal: str = "cos",
+    start_fraction: float = 0.04,
+    end_fraction: float = 4e-6,
+    cycle_momentum: bool = True,
+) -> torch.optim.lr_scheduler.OneCycleLR:
+    """Smith's one-cycle policy, its rates as fractions of each group's own: up from `start_fraction` over the
+    first `pct_start` of the steps, then down to `end_fraction`; `cycle_momentum` moves momentum (or Adam's
+    beta1) the opposite way, 0.95-0.85."""
+    require(
+        "scheduler",
+        pct_start=(pct_start, number(0.0, 1.0, low_inclusive=False)),
+        anneal=(anneal, one_of("cos", "linear")),
+        start_fraction=(start_fraction, number(0.0, 1.0, low_inclusive=False)),
+        end_fraction=(end_fraction, number(0.0, 1.0, low_inclusive=False)),
+        cycle_momentum=(cycle_momentum, boolean),
+    )
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=[group["lr"] for group in optimizer.param_groups],
+        total_steps=total_steps,
+        pct_start=pct_start,
+        anneal_strategy=anneal,
+        div_factor=1 / start_fraction,
+        final_div_factor=start_fraction / end_fraction,
+        cycle_momentum=cycle_momentum,
+    )
+
+
+# Checkpoints written before optimisers and schedules were named by `_target_` name them by these.
+EARLIER_OPTIMIZERS = {"adam": f"{__name__}.Adam", "adamw": f"{__name__}.AdamW", "sgd": "torch.optim.SGD"}
+EARLIER_SCHEDULERS = {"constant": None, "cosine": f"{__name__}.warmup_cosine", "onecycle": f"{__name__}.one_cycle"}

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from experiments.models.nets.blocks import make_activation
+from experiments.checks import boolean, integer, number, one_of, positive_integers, require
+from experiments.models.nets.blocks import ACTIVATIONS, make_activation
 
 
 class CNN(nn.Module):
@@ -33,6 +34,17 @@ class CNN(nn.Module):
         embedding_dim: int = 64,
     ) -> None:
         super().__init__()
+        require(
+            "model",
+            channels=(channels, positive_integers),
+            convs_per_stage=(convs_per_stage, integer(1)),
+            kernel_size=(kernel_size, integer(1)),
+            pool=(pool, one_of("max", "avg")),
+            batch_norm=(batch_norm, boolean),
+            activation=(activation, one_of(*ACTIVATIONS)),
+            dropout=(dropout, number(0.0, 1.0)),
+            embedding_dim=(embedding_dim, integer(1)),
+        )
         self.is_text = spec["kind"] == "text"
         if self.is_text:
             self.embed = nn.Embedding(spec["vocab_size"], embedding_dim, padding_idx=spec["pad_index"])

@@ -7,7 +7,9 @@ import math
 import torch
 from torch import nn
 
-from experiments.models.nets.blocks import make_activation
+from experiments.checks import boolean, integer, number, one_of, require
+from experiments.errors import UserError
+from experiments.models.nets.blocks import ACTIVATIONS, make_activation
 
 POOLINGS = ("mean", "l2")
 
@@ -41,10 +43,6 @@ class BagOfEmbeddings(nn.Module):
         sparse: bool = False,
     ) -> None:
         super().__init__()
-        if ngrams > 1 and ngram_buckets < 1:
-            raise ValueError("n-grams need hash buckets: set ngram_buckets > 0")
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         self.vocab_size, self.pad_index = vocab_size, pad_index
         self.ngrams, self.ngram_buckets, self.binary, self.pooling = ngrams, ngram_buckets, binary, pooling
         rows = vocab_size + ngram_buckets
@@ -98,8 +96,6 @@ class BagOfEmbeddings(nn.Module):
 
 
 class MLP(nn.Module):
-    POOLINGS = POOLINGS
-
     def __init__(
         self,
         spec: dict,
@@ -116,6 +112,22 @@ class MLP(nn.Module):
         sparse: bool = False,
     ) -> None:
         super().__init__()
+        require(
+            "model",
+            width=(width, integer(1)),
+            depth=(depth, integer(0)),
+            activation=(activation, one_of(*ACTIVATIONS)),
+            dropout=(dropout, number(0.0, 1.0)),
+            embedding_dim=(embedding_dim, integer(1)),
+            ngrams=(ngrams, integer(1)),
+            ngram_buckets=(ngram_buckets, integer(0)),
+            binary=(binary, boolean),
+            pooling=(pooling, one_of(*POOLINGS)),
+            naive_bayes=(naive_bayes, boolean),
+            sparse=(sparse, boolean),
+        )
+        if ngrams > 1 and ngram_buckets < 1:
+            raise UserError(f"model.ngrams={ngrams} needs hash buckets for the n-grams: set model.ngram_buckets")
         if spec["kind"] == "image":
             self.encode: nn.Module = nn.Flatten()
             features = math.prod(spec["shape"])

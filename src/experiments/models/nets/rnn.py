@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from experiments.checks import boolean, integer, number, one_of, require
 from experiments.models.nets.blocks import token_lengths
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
@@ -28,8 +29,6 @@ class RNN(nn.Module):
     direction's state after its last real step; `max` the maximum of every output over the real steps.
     """
 
-    POOLINGS = POOLINGS
-
     def __init__(
         self,
         spec: dict,
@@ -42,8 +41,16 @@ class RNN(nn.Module):
         pooling: str = "last",
     ) -> None:
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+        require(
+            "model",
+            cell=(cell, one_of(*CELLS)),
+            hidden_size=(hidden_size, integer(1)),
+            num_layers=(num_layers, integer(1)),
+            bidirectional=(bidirectional, boolean),
+            dropout=(dropout, number(0.0, 1.0)),
+            embedding_dim=(embedding_dim, integer(1)),
+            pooling=(pooling, one_of(*POOLINGS)),
+        )
         self.is_text, self.pooling = spec["kind"] == "text", pooling
         if self.is_text:
             self.pad_index = spec["pad_index"]

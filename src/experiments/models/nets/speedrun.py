@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from experiments.checks import boolean, number, positive_integers, require
 from experiments.errors import UserError
 
 
@@ -74,6 +75,13 @@ class SpeedrunNet(nn.Module):
         tta: bool = True,
     ) -> None:
         super().__init__()
+        require(
+            "model",
+            widths=(widths, positive_integers),
+            bn_momentum=(bn_momentum, number(0.0, 1.0)),
+            logit_scale=(logit_scale, number(0.0, low_inclusive=False)),
+            tta=(tta, boolean),
+        )
         if spec["kind"] != "image":
             raise UserError("model=speedrun is a net for images; choose model=mlp, cnn or rnn for text")
         channels = spec["shape"][0]
