@@ -67,6 +67,7 @@ BAD_CONFIGS = [
         "callbacks.last_checkpoint.every_n_epochs=0 is not allowed: it must be an integer >= 1",
     ),
     ("resume=no/such/run", "resume=no/such/run: no checkpoint at"),
+    ("init_from=no/such.ckpt", "no checkpoint at no/such.ckpt"),
 ]
 
 

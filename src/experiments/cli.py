@@ -99,6 +99,7 @@ def resumed(arguments: list[str]) -> Iterator[list[str]]:
     with tempfile.TemporaryDirectory(prefix="experiments-resume-") as folder:
         # Our Hydra settings (run directory, log format) from conf/hydra, then the run's config as it was.
         saved = OmegaConf.to_container(OmegaConf.load(run_dir.config_file))
+        saved["init_from"] = None  # a run started from other weights goes on from its own checkpoint
         primary = {"defaults": [{"hydra": "default"}, "_self_"], **saved}
         OmegaConf.save(OmegaConf.create(primary), Path(folder) / "resumed_run.yaml")
         try:

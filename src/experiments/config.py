@@ -98,6 +98,8 @@ def validate(cfg: DictConfig) -> None:
             raise UserError(f"{key}={value!r} is not allowed: it must be {allowed}")
     if cfg.get("compile") and cfg.get("cuda_graphs"):
         raise UserError("compile=true and cuda_graphs=true do not go together: choose one")
+    if cfg.get("resume") and cfg.get("init_from"):
+        raise UserError("resume= continues a run, init_from= starts a new one from its weights: choose one")
     held_out = cfg.data.get("val_size", 0.0) + cfg.data.get("test_size", 0.0)
     if held_out >= 1.0:
         raise UserError(f"data.val_size + data.test_size = {held_out:g} leaves nothing to train on: keep it below 1")

@@ -186,6 +186,37 @@ def check_resumable(checkpoint: dict, model: torch.nn.Module, optimizer: torch.o
         )
 
 
+def init_weights(model: torch.nn.Module, path: str) -> str:
+    """`init_from=`: `model` starts from the weights of the checkpoint at `path` (a run's checkpoint, or a net's
+    own state dict saved with torch.save), nothing else of it: a new run, its own optimiser and schedule, from
+    epoch 0. Weights whose shape differs (a head for another number of classes) keep their fresh values.
+    Returns the one line that says what was taken and what was not."""
+    checkpoint = load_checkpoint(path, map_location="cpu")
+    weights = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if (
+        weights is None
+        and isinstance(checkpoint, dict)
+        and all(isinstance(v, torch.Tensor) for v in checkpoint.values())
+    ):
+        weights = {f"net.{key}": value for key, value in checkpoint.items()}  # a net's own state dict
+    if not weights:
+        raise UserError(f"init_from={path}: it holds no weights (neither a run's checkpoint nor a state dict)")
+    own = model.state_dict()
+    fitting = {k: v for k, v in weights.items() if k in own and v.shape == own[k].shape}
+    if not fitting:
+        example = next(iter(weights))
+        raise UserError(f"init_from={path}: none of its weights fit this net (it has {example}, ...); same model?")
+    model.load_state_dict(fitting, strict=False)
+    reshaped = sorted(k for k in weights if k in own and k not in fitting)
+    fresh = sorted(set(own) - set(weights))
+    line = f"init_from {path}: {len(fitting)} of the net's {len(own)} tensors loaded"
+    if reshaped:
+        line += f"; reinitialised, their shape differs: {', '.join(reshaped)}"
+    if fresh:
+        line += f"; not in the checkpoint, kept fresh: {', '.join(fresh)}"
+    return line
+
+
 def load_checkpoint(path, map_location=None, mmap: bool = False) -> dict:
     """`torch.load(path, weights_only=True)`, with one clear line for a file that is missing, damaged, or
     holds pickled code (which it refuses to run). `mmap` maps the tensors instead of reading them: a

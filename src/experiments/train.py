@@ -34,7 +34,7 @@ def train(cfg: DictConfig) -> float:
     from experiments.allocator import keep_freed_memory
     from experiments.callbacks import Throughput
     from experiments.cuda_checks import plain_cuda_checks
-    from experiments.recovery import StopOnNonFiniteLoss, check_resumable, load_checkpoint
+    from experiments.recovery import StopOnNonFiniteLoss, check_resumable, init_weights, load_checkpoint
     from experiments.stop_signals import StopSignals
     from experiments.trainer import build_trainer, quiet_lightning
 
@@ -51,6 +51,8 @@ def train(cfg: DictConfig) -> float:
     model, optimizer = build_model(cfg, datamodule.spec)
     if resumed is not None:
         check_resumable(resumed, model, optimizer)
+    if cfg.get("init_from"):
+        log.info(init_weights(model, cfg.init_from))
     throughput, stop_signals = Throughput(), StopSignals()
     always = [throughput, StopOnNonFiniteLoss(), stop_signals]  # whatever the callbacks config says
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] + always
