@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torchvision.datasets import CIFAR10
 
-from experiments.data.files import DamagedFile, extract_tar, fetch_or_explain, refetching_damaged
-from experiments.data.in_memory import InMemoryDataModule, split_off
+from experiments.data.downloaded import DownloadedDataModule, Split
+from experiments.data.files import DamagedFile, extract_tar, fetch_or_explain
 
 TRAIN_BATCHES = [name for name, _ in CIFAR10.train_list]
 TEST_BATCHES = [name for name, _ in CIFAR10.test_list]
@@ -56,7 +56,7 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
-class CIFAR10DataModule(InMemoryDataModule):
+class CIFAR10DataModule(DownloadedDataModule):
     """50,000 training images (minus a validation part carved with `split_seed`), 10,000 test images.
 
     Training batches get random translation (`translate` pixels, reflect-padded) and horizontal flips,
@@ -67,31 +67,13 @@ class CIFAR10DataModule(InMemoryDataModule):
     mean = (125.31, 122.95, 113.87)  # per channel, of the training pixels, 0..255
     std = (62.99, 62.09, 66.70)
 
-    def __init__(
-        self,
-        data_dir: str = "data",
-        download: bool = True,
-        batch_size: int = 256,
-        val_size: float = 0.1,
-        split_seed: int = 0,
-        flip: bool = True,
-        translate: int = 4,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed)
-        self.root = Path(data_dir)
+    def __init__(self, *, batch_size: int = 256, flip: bool = True, translate: int = 4, **common) -> None:
+        super().__init__(batch_size=batch_size, **common)
         self.folder = self.root / CIFAR10.base_folder
-        self.download, self.val_size, self.split_seed = download, val_size, split_seed
         self.flip, self.translate = flip, translate
 
-    def _missing(self) -> list[str]:
-        return [name for name in TRAIN_BATCHES + TEST_BATCHES if not (self.folder / name).exists()]
-
-    def prepare_data(self) -> None:
-        refetching_damaged(self._fetch_and_unpack, self.download)
-
-    def _fetch_and_unpack(self) -> None:
-        missing = self._missing()
+    def fetch(self) -> None:
+        missing = [name for name in TRAIN_BATCHES + TEST_BATCHES if not (self.folder / name).exists()]
         if not missing:
             return
         archive = self.root / CIFAR10.filename
@@ -102,21 +84,12 @@ class CIFAR10DataModule(InMemoryDataModule):
         # Replaces a folder that lacks batches.
         extract_tar(archive, self.root, CIFAR10.base_folder, required=TRAIN_BATCHES + TEST_BATCHES)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
+    def load(self) -> dict[str, Split]:
+        return {"train": self._read(TRAIN_BATCHES), "test": self._read(TEST_BATCHES)}
 
-        def load(names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-            images, labels = zip(*(read_batch(self.folder / name) for name in names), strict=True)
-            return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
-
-        def fetch_and_load() -> dict:
-            self._fetch_and_unpack()  # a no-op once the files are there; lets setup() work without a Trainer
-            return {"train": load(TRAIN_BATCHES), "test": load(TEST_BATCHES)}
-
-        loaded = refetching_damaged(fetch_and_load, self.download)
-        self.splits["train"], self.splits["val"] = split_off(*loaded["train"], self.val_size, self.split_seed)
-        self.splits["test"] = loaded["test"]
+    def _read(self, names: list[str]) -> Split:
+        images, labels = zip(*(read_batch(self.folder / name) for name in names), strict=True)
+        return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         n, _, height, width = x.shape

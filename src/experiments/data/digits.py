@@ -9,13 +9,26 @@ from experiments.data.in_memory import InMemoryDataModule
 
 
 class DigitsDataModule(InMemoryDataModule):
-    """Digits 0-9 as 1x8x8 images with pixel values 0..16, split into train/val/test from `seed`."""
+    """Digits 0-9 as 1x8x8 images with pixel values 0..16, split into train/val/test from `split_seed` (or `seed`).
+
+    `data_dir` and `download`, which every dataset takes, are ignored: the images ship with scikit-learn.
+    """
 
     spec = {"kind": "image", "shape": [1, 8, 8], "num_classes": 10}
 
-    def __init__(self, batch_size: int = 64, val_size: float = 0.15, test_size: float = 0.15, seed: int = 0):
+    def __init__(
+        self,
+        data_dir: str = "data",
+        download: bool = True,
+        batch_size: int = 64,
+        val_size: float = 0.15,
+        test_size: float = 0.15,
+        split_seed: int | None = None,
+        seed: int = 0,
+    ) -> None:
         super().__init__(batch_size=batch_size, seed=seed)
         self.val_size, self.test_size = val_size, test_size
+        self.split_seed = seed if split_seed is None else split_seed
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -26,10 +39,10 @@ class DigitsDataModule(InMemoryDataModule):
         digits = load_digits()
         x = digits.images.astype(np.uint8)[:, None]  # (N, 1, 8, 8), values 0..16
         y = digits.target.astype(np.int64)
-        holdout = self.val_size + self.test_size
-        x_train, x_rest, y_train, y_rest = train_test_split(x, y, test_size=holdout, stratify=y, random_state=self.seed)
+        holdout, seed = self.val_size + self.test_size, self.split_seed
+        x_train, x_rest, y_train, y_rest = train_test_split(x, y, test_size=holdout, stratify=y, random_state=seed)
         x_val, x_test, y_val, y_test = train_test_split(
-            x_rest, y_rest, test_size=self.test_size / holdout, stratify=y_rest, random_state=self.seed
+            x_rest, y_rest, test_size=self.test_size / holdout, stratify=y_rest, random_state=seed
         )
         self.mean = (float(x_train.mean()),)
         self.std = (float(x_train.std()),)

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from torchvision.datasets import MNIST
 
-from experiments.data.files import DamagedFile, fetch_or_explain, gunzip, refetching_damaged
-from experiments.data.in_memory import InMemoryDataModule, split_off
+from experiments.data.downloaded import DownloadedDataModule, Split
+from experiments.data.files import DamagedFile, fetch_or_explain, gunzip
 
 IMAGES, LABELS = (2051, (28, 28)), (2049, ())  # IDX magic number and the shape of one item
 
@@ -36,7 +36,7 @@ def _gz(path: Path) -> Path:
     return path.with_name(path.name + ".gz")
 
 
-class MNISTDataModule(InMemoryDataModule):
+class MNISTDataModule(DownloadedDataModule):
     """60,000 training images (minus a validation part carved with `split_seed`) and the 10,000 test images.
 
     Files a user already has are used as they are; downloads are checked against the official md5
@@ -46,23 +46,11 @@ class MNISTDataModule(InMemoryDataModule):
     spec = {"kind": "image", "shape": [1, 28, 28], "num_classes": 10}
     mean, std = (33.32,), (78.57,)  # of the training pixels, 0..255
 
-    def __init__(
-        self,
-        data_dir: str = "data",
-        download: bool = True,
-        batch_size: int = 128,
-        val_size: float = 0.1,
-        split_seed: int = 0,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed)
-        self.raw = Path(data_dir) / "MNIST" / "raw"
-        self.download, self.val_size, self.split_seed = download, val_size, split_seed
+    @property
+    def raw(self) -> Path:
+        return self.root / "MNIST" / "raw"
 
-    def prepare_data(self) -> None:
-        refetching_damaged(self._fetch_and_unpack, self.download)
-
-    def _fetch_and_unpack(self) -> None:
+    def fetch(self) -> None:
         names = [name for name, _ in MNIST.resources]
         for filename, md5 in MNIST.resources:
             archive, extracted = self.raw / filename, self.raw / filename.removesuffix(".gz")
@@ -73,22 +61,13 @@ class MNISTDataModule(InMemoryDataModule):
                 fetch_or_explain("MNIST", urls, archive, md5, self.download, names)
             gunzip(archive, extracted)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
+    def load(self) -> dict[str, Split]:
+        return {"train": self._read("train"), "test": self._read("t10k")}
 
-        def load(prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
-            images = read_idx(self.raw / f"{prefix}-images-idx3-ubyte", *IMAGES)
-            path = self.raw / f"{prefix}-labels-idx1-ubyte"
-            labels = read_idx(path, *LABELS).long()
-            if len(labels) != len(images) or labels.max() > 9:
-                raise DamagedFile(f"{path}: {len(labels)} labels (0..9) for {len(images)} images", path, _gz(path))
-            return images.unsqueeze(1), labels
-
-        def fetch_and_load() -> dict:
-            self._fetch_and_unpack()  # a no-op once the files are there; lets setup() work without a Trainer
-            return {"train": load("train"), "test": load("t10k")}
-
-        loaded = refetching_damaged(fetch_and_load, self.download)
-        self.splits["train"], self.splits["val"] = split_off(*loaded["train"], self.val_size, self.split_seed)
-        self.splits["test"] = loaded["test"]
+    def _read(self, prefix: str) -> Split:
+        images = read_idx(self.raw / f"{prefix}-images-idx3-ubyte", *IMAGES)
+        path = self.raw / f"{prefix}-labels-idx1-ubyte"
+        labels = read_idx(path, *LABELS).long()
+        if len(labels) != len(images) or labels.max() > 9:
+            raise DamagedFile(f"{path}: {len(labels)} labels (0..9) for {len(images)} images", path, _gz(path))
+        return images.unsqueeze(1), labels
