@@ -78,3 +78,19 @@ def checkpoint_step(path: Path) -> int:
 def final(run_dir: Path) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {key: metrics[key] for key in ("val", "test", "objective", "epochs", "global_steps")}
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> tuple[Path, dict]:
+    """A short run of the MLP on the digits, laid out as the command line leaves it: (its directory, metrics)."""
+    from omegaconf import OmegaConf
+
+    from experiments.config import compose
+    from experiments.train import train
+
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = compose([f"paths.output_dir={run_dir}", "model=mlp", "trainer.max_epochs=2"])
+    train(cfg)
+    (run_dir / ".hydra").mkdir()  # what Hydra writes beside every run
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    return run_dir, json.loads((run_dir / "metrics.json").read_text())

@@ -16,8 +16,9 @@ PACKAGE = Path(experiments.__file__).parent
 
 # Top to bottom. A module may import from its own layer and the layers below it, never from one above.
 LAYERS = [
-    {"experiments.__main__", "experiments.cli", "experiments.evaluate"},  # entry points
-    {"experiments.train", "experiments.sweep", "experiments.trainer"},  # the task, and how its runs are built
+    {"experiments.__main__", "experiments.cli", "experiments.evaluate", "experiments.predict"},  # entry points
+    # the task, how its runs are built, and how a finished one is loaded back
+    {"experiments.train", "experiments.sweep", "experiments.trainer", "experiments.trained"},
     set(),  # the parts (data, models, callbacks, config, ...): every module not named in another layer
     {"experiments.lightning_internals"},  # all the parts rely on beyond Lightning's public API
     {"experiments.errors", "experiments.atomic", "experiments.runs"},  # what a failure means; where files live

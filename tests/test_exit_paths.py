@@ -39,7 +39,8 @@ LAUNCHER = textwrap.dedent(
         if self.global_step == bug_at:
             raise RuntimeError(f"a bug at step {bug_at}")
         loss = step(self, batch, batch_idx)
-        return loss * float("nan") if self.global_step == nan_at else loss
+        # The optimiser step that follows is step number global_step + 1: the one the NaN stop reports.
+        return loss * float("nan") if self.global_step + 1 == nan_at else loss
 
     classifier.Classifier.training_step = paced
     from experiments.cli import main

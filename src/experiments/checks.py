@@ -3,6 +3,7 @@ their own arguments (nets, schedules): each rule returns None for a good value, 
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 
@@ -71,14 +72,27 @@ def positive_integers(value: object) -> str | None:
 
 
 def import_target(path: str, group: str, kind: type) -> type:
-    """The class (or function, for `kind=object`) a config's `_target_` names, or one line saying why not."""
-    from hydra.utils import get_object
-
-    try:
-        target = get_object(path)
-    except Exception as error:  # Hydra wraps whatever the import raised
-        cause = error.__cause__ or error
-        raise UserError(f"{group}._target_={path!r} cannot be imported: {str(cause).splitlines()[0]}") from error
+    """The class (or function, for `kind=object`) a config's `_target_` names, or one line saying why not.
+    (Imported here rather than by Hydra's `get_object`, which also logs each failure as an error.)"""
+    parts = path.split(".")
+    target, problem = None, f"no module named {parts[0]!r}"
+    for cut in range(len(parts) - 1, 0, -1):  # the longest importable module, then attributes of it
+        module = ".".join(parts[:cut])
+        try:
+            target = importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name is None or not module.startswith(error.name):  # a module it imports is missing
+                problem = str(error)
+                break
+            problem = f"no module named {error.name!r}"
+            continue
+        for attribute in parts[cut:]:
+            target = getattr(target, attribute, None)
+        if target is None:
+            problem = f"module {module!r} has no {'.'.join(parts[cut:])!r}"
+        break
+    if target is None:
+        raise UserError(f"{group}._target_={path!r} cannot be imported: {problem}")
     if kind is not object and not (inspect.isclass(target) and issubclass(target, kind)):
         raise UserError(f"{group}._target_={path!r} is not a {kind.__module__}.{kind.__qualname__} class")
     return target

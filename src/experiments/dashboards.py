@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from experiments.data.contract import class_names
 from experiments.runs import final_objective
 
 KEPT = 512  # examples per evaluation kept to pick misclassified ones from (the first batches')
@@ -136,13 +137,6 @@ class Dashboards(L.Callback):
 
 def tensorboard_logger(trainer: L.Trainer) -> TensorBoardLogger | None:
     return next((logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
-
-
-def class_names(datamodule, n: int) -> list[str]:
-    names = getattr(datamodule, "class_names", None)
-    if names is None and hasattr(datamodule, "vocabulary") and n == 2:
-        names = ["negative", "positive"]
-    return list(names) if names is not None else [str(i) for i in range(n)]
 
 
 def run_hparams(trainer: L.Trainer, pl_module: L.LightningModule) -> dict:

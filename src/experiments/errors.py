@@ -93,6 +93,8 @@ def describe(error: BaseException) -> str:
         return f"{cause.full_key}: no such key; `--cfg job` lists the keys, +{cause.full_key}=VALUE adds one"
     if isinstance(error, InstantiationException) and cause is not None:
         error = cause
+    if isinstance(error, ImportError) and not isinstance(error, ModuleNotFoundError):  # Hydra's, over three lines
+        return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
     return first_line(str(error)) or type(error).__name__
 
 

@@ -70,6 +70,8 @@ class IMDBDataModule(DownloadedDataModule):
     themselves are needed only to build that cache.
     """
 
+    class_names = ["negative", "positive"]
+
     def __init__(
         self, *, batch_size: int = 64, vocab_size: int = 20000, min_freq: int = 2, seq_len: int = 400, **common
     ) -> None:
@@ -93,6 +95,11 @@ class IMDBDataModule(DownloadedDataModule):
         cache = self.cache.read() or self.cache.write(self._encode())  # an unusable cache is built again
         self.vocabulary = cache["vocabulary"]
         return cache["splits"]
+
+    def encode_inputs(self, items: list[str]) -> torch.Tensor:
+        """New reviews as token ids, with the run's own vocabulary (from its cache)."""
+        self.setup("predict")
+        return encode([tokenize(text) for text in items], self.vocabulary, self.settings["seq_len"])
 
     def _reviews(self) -> Path:
         """The extracted `aclImdb/` folder, downloaded and extracted first if it is not there."""

@@ -11,10 +11,14 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import lightning as L
 import torch
 
+from experiments.data.contract import DataSpec
+from experiments.data.images import read_images
+from experiments.errors import UserError
 from experiments.lightning_internals import batches_done
 
 
@@ -122,15 +126,18 @@ class TensorBatches:
 class InMemoryDataModule(L.LightningDataModule):
     """Base for our datasets: subclasses fill `self.splits` in `setup` and describe their input in `spec`.
 
-    `spec` is what a net needs to fit the data, as plain values, e.g.
+    `spec` (contract.DataSpec) is what a net needs to fit the data, as plain values, e.g.
     `{"kind": "image", "shape": [1, 8, 8], "num_classes": 10}` or
     `{"kind": "text", "vocab_size": 20000, "pad_index": 0, "seq_len": 256, "num_classes": 2}`.
-    Image subclasses also set per-channel `mean` and `std` (in the units of the stored pixels).
+    Image subclasses also set per-channel `mean` and `std` (in the units of the stored pixels). The optional
+    hooks of the data contract (contract.py) are all here: images are read from files for predictions as the
+    training images were stored; text subclasses read texts their own way.
     """
 
-    spec: dict
+    spec: DataSpec
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    class_names: list[str] | None = None
 
     def __init__(self, batch_size: int, seed: int = 0) -> None:
         super().__init__()
@@ -179,7 +186,23 @@ class InMemoryDataModule(L.LightningDataModule):
         return self._batches("test", self.eval_batch_size)
 
     def predict_dataloader(self) -> TensorBatches:
-        return self.test_dataloader()
+        return self._batches("predict" if "predict" in self.splits else "test", self.eval_batch_size)
+
+    def predict_on(self, inputs: torch.Tensor) -> None:
+        """What the predict loader yields from now on (with placeholder labels): new inputs, or a split's."""
+        self.splits["predict"] = (inputs, torch.zeros(len(inputs), dtype=torch.long))
+
+    def encode_inputs(self, items: list) -> torch.Tensor:
+        """Image files -> uint8 images of the spec's shape, as the splits hold them (normalised on the device)."""
+        if self.spec["kind"] != "image":
+            raise UserError(f"{type(self).__name__} holds texts: it needs its own encode_inputs")
+        if self.mean is None:  # normalisation statistics computed from the training images: as in training
+            self.setup("predict")
+        return read_images([Path(item) for item in items], self.spec["shape"], strict=True)[0]
+
+    def training_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self.setup("fit")
+        return self.splits["train"]
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         # Our batches are always (inputs, labels): moved directly, not by Lightning's generic walk over

@@ -21,6 +21,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from experiments.data.contract import training_tensors
 from experiments.lightning_internals import FastPath, count_steps_in_both_modes
 from experiments.models.graphs import GraphedTraining, graphed_training_for
 from experiments.models.nets import build_net
@@ -156,7 +157,7 @@ class Classifier(L.LightningModule):
         # weights of the text bag). It depends on the data alone, so a resumed run recomputes the same.
         fit_to_training_data = getattr(self.net, "fit_to_training_data", None)
         if fit_to_training_data is not None:
-            fit_to_training_data(*self.trainer.datamodule.splits["train"])
+            fit_to_training_data(*training_tensors(self.trainer.datamodule))
 
     def _shared_step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch

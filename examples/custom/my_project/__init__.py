@@ -1,0 +1,1 @@
+"""A user's own package: a net and a data module that `experiments` trains without being edited."""
