@@ -121,6 +121,9 @@ def test_what_counts_as_the_users_error():
     assert is_user_error(UserError("bad value")) and is_user_error(OSError(errno.ENOSPC, "No space left"))
     assert is_user_error(OverrideParseException("a=(", "mismatched input")) and is_user_error(ConfigKeyError("k"))
     assert not is_user_error(OSError(errno.EIO, "Input/output error")) and not is_user_error(ValueError("a bug"))
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    assert is_user_error(MisconfigurationException("ModelCheckpoint(monitor='val/auc') could not find the key"))
 
 
 # /sys refuses new folders even to root (a folder made read-only with chmod would not stop root).

@@ -33,6 +33,14 @@ def test_every_model_trains_and_learns(make_config, model):
     assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_the_objective_may_be_any_metric_the_run_logs(make_config):
+    cfg = make_config("model=mlp", "objective=train/loss", "objective_mode=min", "test=false", *QUICK)
+    objective = train(cfg)
+    metrics = read_metrics(cfg)
+    assert metrics["objective"] == {"metric": "train/loss", "mode": "min", "value": objective} and objective > 0
+    assert Path(metrics["best_checkpoint"]).is_file()
+
+
 def test_any_torch_optimiser_and_a_schedule_on_the_objective(make_config):
     # ReduceLROnPlateau told that a rising accuracy is no improvement (mode=min): the rate halves after each epoch
     # but the first, stepped by Lightning once an epoch on the objective (the fast path leaves it to Lightning),
