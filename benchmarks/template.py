@@ -75,9 +75,10 @@ class TemplateModule(L.LightningModule):
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
 
     def configure_optimizers(self):
-        optimizer_class = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+        # torch's own class of the name (ours only adds sparse gradients), as a template would write it
+        optimizer_class = getattr(torch.optim, self.optimizer["_target_"].rsplit(".", 1)[-1])
         kwargs = {"lr": self.optimizer["lr"], "weight_decay": self.optimizer.get("weight_decay", 0.0)}
-        return optimizer_class[self.optimizer["name"]](self.parameters(), **kwargs)
+        return optimizer_class(self.parameters(), **kwargs)
 
 
 def loaders(data, batch_size: int) -> tuple[DataLoader, DataLoader]:

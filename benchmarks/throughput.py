@@ -99,7 +99,8 @@ class Reference:
         self.batch_size = cfg.data.batch_size
         self.steps = steps or -(-len(y) // self.batch_size)
         self.optimizer = build_optimizer(self.net, plain(cfg.optimizer))
-        self.scheduler = build_scheduler(self.optimizer, plain(cfg.scheduler), 2 * self.steps)
+        schedule = build_scheduler(self.optimizer, plain(cfg.scheduler), 2 * self.steps)
+        self.scheduler = schedule["scheduler"] if schedule is not None else None
         self.loss = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
         self.augment = data.augment if data.spec["kind"] == "image" else None
