@@ -18,6 +18,7 @@ import csv
 import logging
 import math
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -195,17 +196,74 @@ def write_summary(sweep_dir: Path) -> str:
             row["overrides"] = " ".join(row["overrides"])
         metrics = {k for r in rows for k in r if k.startswith(("val/", "test/"))}
         metrics = sorted(metrics, key=lambda k: (k.startswith("test/"), k))  # validation first
+        groups = seed_groups(rows, ["objective", *metrics])
         columns = ["job", "status", "objective", "overrides", *metrics, "epochs", "seconds", "error"]
+        if groups:
+            columns[3:3] = ["group", "group_n", "group_mean", "group_std"]
         with written_atomically(sweep_dir / "summary.csv") as temporary, open(temporary, "w", newline="") as file:
             writer = csv.DictWriter(file, columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
-        markdown = as_markdown(rows, metrics, sorted(shared))
+        markdown = as_markdown(rows, metrics, sorted(shared)) + groups_as_markdown(groups, metrics)
         with written_atomically(sweep_dir / "summary.md") as temporary:
             temporary.write_text(markdown)
         with written_atomically(sweep_dir / "summary.png") as temporary:
-            plot(rows, temporary)
+            plot(groups or rows, temporary)
     return markdown
+
+
+def seed_groups(rows: list[dict], metrics: list[str]) -> list[dict]:
+    """The jobs that differ only in `seed`, as groups, best mean objective first (none when no two jobs do):
+    per metric the mean and sample standard deviation over the group's completed jobs, and their number.
+    Each job's row gets its group's name and objective figures too (`group`, `group_n`, `group_mean`, ...)."""
+    members: dict[str, list[dict]] = {}
+    for row in rows:
+        name = " ".join(o for o in row["differs"].split() if not o.lstrip("+~").startswith("seed=")) or "(all)"
+        members.setdefault(name, []).append(row)
+    if all(len(jobs) == 1 for jobs in members.values()):
+        return []
+    groups = []
+    for name, jobs in members.items():
+        done = [job for job in jobs if job["status"] == "completed"]
+        group = {"job": name, "differs": name, "status": "completed" if done else jobs[0]["status"], "n": len(done)}
+        numbers = sorted(job["job"] for job in jobs)
+        group["jobs"] = sorted(numbers, key=lambda n: int(n) if n.isdigit() else math.inf)
+        group["error"] = None if done else jobs[0]["error"]
+        group["objective_metric"], group["objective_mode"] = jobs[0]["objective_metric"], jobs[0]["objective_mode"]
+        for metric in metrics:
+            values = [job[metric] for job in done if job.get(metric) is not None]
+            mean = statistics.fmean(values) if values else None
+            group[metric] = mean
+            group[f"{metric} std"] = statistics.stdev(values) if len(values) > 1 else None
+        for job in jobs:
+            job.update(group=name, group_n=len(done), group_mean=group["objective"], group_std=group["objective std"])
+        groups.append(group)
+    return ranked(groups)
+
+
+def groups_as_markdown(groups: list[dict], metrics: list[str]) -> str:
+    if not groups:
+        return ""
+
+    def cell(group: dict, metric: str) -> str:
+        mean, std = group[metric], group[f"{metric} std"]
+        if mean is None:
+            return ""
+        return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
+
+    header = ["group", "n", "objective", *metrics, "jobs"]
+    lines = [
+        "",
+        f"Over seeds: {len(groups)} groups of jobs that differ only in `seed`, best first; mean ± standard deviation"
+        " over each group's completed jobs (n).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for group in groups:
+        values = [group["job"], str(group["n"]), *(cell(group, m) for m in ["objective", *metrics])]
+        lines.append("| " + " | ".join([*values, " ".join(group["jobs"])]) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def as_markdown(rows: list[dict], metrics: list[str], shared: list[str]) -> str:
@@ -235,26 +293,30 @@ def as_markdown(rows: list[dict], metrics: list[str], shared: list[str]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Horizontal bars of the objective, best at the top; failed and unfinished jobs named in red and grey."""
+    """Horizontal bars of the objective, best at the top; failed and unfinished jobs named in red and grey.
+    Rows of seed groups (`seed_groups`) are drawn as their means, with their standard deviations."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a cluster node
     import matplotlib.pyplot as plt
 
-    labels = [f"#{r['job']} {r['differs']}"[:60] for r in rows]
+    labels = [(r["job"] if "n" in r else f"#{r['job']} {r['differs']}")[:60] for r in rows]
     values = [r["objective"] or 0.0 for r in rows]
     colours = {"completed": "tab:blue", "failed": "tab:red", "unfinished": "tab:grey"}
     figure, axes = plt.subplots(figsize=(8, 1.2 + 0.4 * max(len(rows), 1)), layout="constrained")
     positions = range(len(rows))
-    axes.barh(positions, values, color=[colours.get(r["status"], "black") for r in rows])
+    spread = [r.get("objective std") or 0.0 for r in rows]
+    axes.barh(positions, values, xerr=spread, color=[colours.get(r["status"], "black") for r in rows])
     for position, row in zip(positions, rows, strict=True):
         text = f" {row['objective']:.4f}" if row["status"] == "completed" else f" {row['status']}: {row['error']}"
+        if "n" in row and row["status"] == "completed":
+            text += f" ± {row['objective std'] or 0.0:.4f} (n={row['n']})"
         colour = "black" if row["status"] == "completed" else colours.get(row["status"], "black")
         axes.text(row["objective"] or 0.0, position, text[:70], va="center", fontsize=8, color=colour)
     axes.set_yticks(list(positions), labels, fontsize=8)
     axes.invert_yaxis()
     metric = next((f"{r['objective_metric']} ({r['objective_mode']})" for r in rows if r["objective_metric"]), "")
     axes.set_xlabel(metric)
-    axes.set_title(f"{len(rows)} jobs, best first")
+    axes.set_title(f"{len(rows)} {'groups over seeds' if rows and 'n' in rows[0] else 'jobs'}, best first")
     figure.savefig(path, format="png", dpi=100)
     plt.close(figure)
