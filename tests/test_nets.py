@@ -311,6 +311,10 @@ def test_each_net_checks_its_own_arguments_in_one_line():
     with pytest.raises(UserError, match=r"^model.ngrams=2 needs hash buckets for the n-grams: set model.ngram_b"):
         build_net(mlp, TEXT_SPEC)
     assert type(build_net({"name": "rnn"}, TEXT_SPEC)).__name__ == "RNN"  # as checkpoints before `_target_` say
+    from omegaconf import OmegaConf
+
+    cnn = OmegaConf.create({"_target_": "experiments.models.nets.CNN", "channels": [4, 8]})
+    assert type(build_net(dict(cnn), TEXT_SPEC)).__name__ == "CNN"  # a config's own lists pass the checks too
 
 
 def test_text_cnn_reads_the_max_and_mean_of_real_positions_only():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from experiments.errors import UserError
 
@@ -23,6 +23,11 @@ def require(group: str, **checked: tuple[object, Rule]) -> None:
 
 def is_integer(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_sequence(value: object) -> bool:
+    """A list of values: a list or tuple, or a config's list (OmegaConf's ListConfig)."""
+    return isinstance(value, Sequence) and not isinstance(value, str)
 
 
 def integer(minimum: int, maximum: int | None = None) -> Rule:
@@ -44,7 +49,7 @@ def batch_limit(value: object) -> str | None:
 
 
 def betas(value: object) -> str | None:
-    ok = isinstance(value, list | tuple) and len(value) == 2
+    ok = is_sequence(value) and len(value) == 2
     ok = ok and all(isinstance(b, int | float) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in value)
     return None if ok else "two numbers >= 0.0 and < 1.0, e.g. [0.9,0.999]"
 
@@ -67,7 +72,7 @@ def one_of(*choices: str) -> Rule:
 
 
 def positive_integers(value: object) -> str | None:
-    ok = isinstance(value, list | tuple) and len(value) > 0 and all(is_integer(v) and v >= 1 for v in value)
+    ok = is_sequence(value) and len(value) > 0 and all(is_integer(v) and v >= 1 for v in value)
     return None if ok else "a non-empty list of positive integers, e.g. [32,64]"
 
 
