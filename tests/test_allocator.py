@@ -40,10 +40,12 @@ def probe(setting: str, env: dict | None = None) -> tuple[bool, bool]:
     return took == "True", in_heap == "True"
 
 
+@pytest.mark.slow  # fresh interpreters that import torch: the full tier
 def test_large_blocks_come_from_the_heap_and_stay_there():
     assert probe("on") == (True, True)
     assert probe("off") == (False, False)  # malloc's default: a mapping per block, returned on free
 
 
+@pytest.mark.slow  # fresh interpreters that import torch: the full tier
 def test_a_users_malloc_variables_take_precedence():
     assert probe("on", env={"MALLOC_MMAP_THRESHOLD_": "131072"}) == (False, False)

@@ -89,6 +89,7 @@ def test_validate_names_the_key_and_what_is_allowed(make_config, override, messa
         checked(make_config(*override.split()))
 
 
+@pytest.mark.slow  # the command line in a subprocess: the full tier
 def test_help_lists_groups_and_options(tmp_path: Path):
     result = run_cli("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -96,6 +97,7 @@ def test_help_lists_groups_and_options(tmp_path: Path):
     assert "optimizer: adam, adamw, sgd" in result.stdout
 
 
+@pytest.mark.slow  # the command line in a subprocess: the full tier
 def test_cfg_job_prints_the_composed_config(tmp_path: Path):
     result = run_cli("--cfg", "job", "model=rnn", "model.hidden_size=32", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -115,6 +117,7 @@ def test_cfg_job_prints_the_composed_config(tmp_path: Path):
         ("seed=[1", "error: cannot parse the override 'seed=[1'"),
     ],
 )
+@pytest.mark.slow  # the command line in a subprocess: the full tier
 def test_bad_overrides_exit_2_with_one_line(tmp_path: Path, override, message):
     result = run_cli(override, cwd=tmp_path)
     assert result.returncode == 2

@@ -8,6 +8,7 @@ from experiments.evaluate import evaluate, main
 from tests.conftest import run_cli
 
 
+@pytest.mark.slow  # the command line in a subprocess: the full tier
 def test_evaluate_reproduces_the_runs_test_accuracy(finished_run, tmp_path):
     run_dir, metrics = finished_run
     result = run_cli(str(run_dir), cwd=tmp_path, module="experiments.evaluate")

@@ -25,6 +25,7 @@ def predicted(tmp_path: Path, capsys, *arguments: str) -> list[dict]:
     return rows_of(out)
 
 
+@pytest.mark.slow  # the command line in a subprocess: the full tier
 def test_a_split_reproduces_the_runs_test_accuracy(finished_run, tmp_path):
     run_dir, metrics = finished_run
     out = tmp_path / "test.csv"

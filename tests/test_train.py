@@ -64,6 +64,7 @@ def test_any_torch_optimiser_and_a_schedule_on_the_objective(make_config):
     assert checkpoint["lr_schedulers"][0]["num_bad_epochs"] == 0 and checkpoint["global_step"] > 3
 
 
+@pytest.mark.slow  # several seconds each on a CPU: the full tier
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
 @pytest.mark.parametrize("clip", ["1.0", "null"])
 def test_mixed_precision_with_and_without_gradient_clipping(make_config, clip, precision):
@@ -74,6 +75,7 @@ def test_mixed_precision_with_and_without_gradient_clipping(make_config, clip, p
     assert train(cfg) > 0.3
 
 
+@pytest.mark.slow  # several seconds each on a CPU: the full tier
 @pytest.mark.parametrize("precision", ["bf16-true", "64-true"])
 def test_whole_model_precisions_get_inputs_of_their_type(make_config, precision):
     # Pixels become floats after Lightning converted the batch: the data module converts them itself.
