@@ -143,3 +143,18 @@ def test_texts_from_a_csv_or_jsonl_are_encoded_with_the_runs_vocabulary(tmp_path
     assert error_line(capsys, str(run_dir), str(tmp_path / "reviews")).startswith(
         "error: this run was trained on texts"
     )
+
+
+def test_a_checkpoint_whose_net_cannot_be_imported_is_one_line(finished_run, capsys):
+    import torch
+
+    run_dir, metrics = finished_run
+    checkpoint = torch.load(metrics["best_checkpoint"], weights_only=True)
+    checkpoint["hyper_parameters"]["net"]["_target_"] = "gone_package.nets.Wide"  # a package since uninstalled
+    moved = run_dir / "checkpoints" / "net-gone.ckpt"
+    torch.save(checkpoint, moved)
+    assert error_line(capsys, str(moved), "--split", "test") == (
+        "error: model._target_='gone_package.nets.Wide' cannot be imported: no module named 'gone_package'"
+        "  (EXPERIMENTS_DEBUG=1 shows the traceback)"
+    )
+    moved.unlink()
