@@ -79,7 +79,7 @@ def test_imdb_fixture_is_tokenised_encoded_and_cached(fixture_data, no_network, 
     assert data.cache_path.is_file() and no_network == []
 
     # A second run reads the cache and tokenises nothing.
-    monkeypatch.setattr("experiments.data.imdb.tokenize", lambda text: pytest.fail("tokenised again"))
+    monkeypatch.setattr("experiments.data.text.tokenize", lambda text: pytest.fail("tokenised again"))
     again = IMDBDataModule(data_dir=str(fixture_data), vocab_size=100, seq_len=40, val_size=0.25)
     again.setup()
     assert torch.equal(again.splits["test"][0], data.splits["test"][0])

@@ -8,8 +8,6 @@ them excluded). Encoding 50,000 reviews takes a while in Python, so the result i
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -18,20 +16,12 @@ from experiments.data.cache import SettingsCache
 from experiments.data.downloaded import DownloadedDataModule, Split
 from experiments.data.files import extract_tar, fetch_or_explain
 from experiments.data.in_memory import carve
+from experiments.data.text import PAD, encode, encode_splits, tokenize
 from experiments.errors import UserError
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
-PAD, UNKNOWN = 0, 1
 CACHE_FORMAT = 1  # bump when tokenisation or encoding changes, so old caches are not reused
-
-# A regular expression of our own rather than a tokenizer library: reviews need lower-casing, the
-# <br /> tags dropped and words split from punctuation, which is one line and no extra dependency.
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
-
-
-def tokenize(text: str) -> list[str]:
-    return _TOKEN.findall(text.lower().replace("<br />", " "))
 
 
 def read_split(folder: Path) -> tuple[list[str], list[int]]:
@@ -45,22 +35,6 @@ def read_split(folder: Path) -> tuple[list[str], list[int]]:
             texts.append(path.read_text(encoding="utf-8"))
             labels.append(label)
     return texts, labels
-
-
-def build_vocabulary(token_lists: list[list[str]], size: int, min_freq: int) -> list[str]:
-    counts = Counter(token for tokens in token_lists for token in tokens)
-    common = [token for token, count in counts.most_common(size - 2) if count >= min_freq]
-    return ["<pad>", "<unk>", *common]
-
-
-def encode(token_lists: list[list[str]], vocabulary: list[str], seq_len: int) -> torch.Tensor:
-    """Token ids, truncated to the first `seq_len` tokens and right-padded with PAD."""
-    index = {token: i for i, token in enumerate(vocabulary)}
-    ids = torch.full((len(token_lists), seq_len), PAD, dtype=torch.int32)
-    for row, tokens in enumerate(token_lists):
-        encoded = [index.get(token, UNKNOWN) for token in tokens[:seq_len]]
-        ids[row, : len(encoded)] = torch.tensor(encoded, dtype=torch.int32)
-    return ids
 
 
 class IMDBDataModule(DownloadedDataModule):
@@ -120,10 +94,5 @@ class IMDBDataModule(DownloadedDataModule):
         parts = {"train": train_rows, "val": val_rows}
         texts = {name: [train_texts[i] for i in rows] for name, rows in parts.items()} | {"test": test_texts}
         labels = {name: [train_labels[i] for i in rows] for name, rows in parts.items()} | {"test": test_labels}
-        tokens = {name: [tokenize(text) for text in split] for name, split in texts.items()}
-        vocabulary = build_vocabulary(tokens["train"], self.settings["vocab_size"], self.settings["min_freq"])
-        splits = {
-            name: (encode(tokens[name], vocabulary, self.settings["seq_len"]), torch.tensor(labels[name]))
-            for name in tokens
-        }
-        return {"vocabulary": vocabulary, "splits": splits}
+        settings = self.settings
+        return encode_splits(texts, labels, settings["vocab_size"], settings["min_freq"], settings["seq_len"])
