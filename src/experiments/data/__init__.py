@@ -2,7 +2,8 @@
 
 from experiments.data.cifar10 import CIFAR10DataModule
 from experiments.data.digits import DigitsDataModule
+from experiments.data.image_folder import ImageFolderDataModule
 from experiments.data.imdb import IMDBDataModule
 from experiments.data.mnist import MNISTDataModule
 
-__all__ = ["CIFAR10DataModule", "DigitsDataModule", "IMDBDataModule", "MNISTDataModule"]
+__all__ = ["CIFAR10DataModule", "DigitsDataModule", "IMDBDataModule", "ImageFolderDataModule", "MNISTDataModule"]
