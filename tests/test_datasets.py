@@ -104,8 +104,14 @@ def test_vocabulary_comes_from_the_training_part_only(tmp_path):
     assert (data.splits["test"][0] == 1).any()  # it is <unk> there
 
 
-@pytest.mark.parametrize("data_name", ["mnist", "cifar10", "imdb"])
-@pytest.mark.parametrize("model", ["mlp", "cnn", "rnn"])
+@pytest.mark.parametrize(
+    ("model", "data_name"),
+    [  # the RNN over 400-token reviews takes seconds: in the full tier
+        pytest.param(m, d, id=f"{m}-{d}", marks=pytest.mark.slow if (m, d) == ("rnn", "imdb") else ())
+        for m in ("mlp", "cnn", "rnn")
+        for d in ("mnist", "cifar10", "imdb")
+    ],
+)
 def test_every_model_trains_on_every_dataset(make_config, fixture_data, data_name, model):
     cfg = make_config(
         f"data={data_name}",
@@ -119,6 +125,7 @@ def test_every_model_trains_on_every_dataset(make_config, fixture_data, data_nam
     assert 0.0 <= train(cfg) <= 1.0
 
 
+@pytest.mark.slow  # trains every model to a threshold: the full tier
 def test_models_learn_the_fixture_patterns(make_config, fixture_data, tmp_path):
     """Not only do the shapes fit: a few epochs separate the fixture classes far above chance."""
     cfg = make_config(

@@ -68,6 +68,7 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_good_che
 
 
 @pytest.mark.parametrize("reload", [False, True], ids=["one_loader", "loader_per_epoch"])
+@pytest.mark.slow  # three runs each, bit for bit: the full tier
 def test_a_run_resumed_in_a_later_epoch_goes_on_with_the_next_batch_exactly(tmp_path, reload):
     # The loader goes on from Lightning's count of the batches done, which it restores before the first batch
     # is drawn. The speedrun recipe rebuilds its training loader every epoch: on resume, the loader built early
@@ -217,6 +218,7 @@ def test_the_last_checkpoint_is_saved_at_epoch_ends_that_do_not_validate_too(
 
 
 @pytest.mark.parametrize("every_n_epochs", [1, 2])
+@pytest.mark.slow  # three runs each, bit for bit: the full tier
 def test_a_run_whose_training_ended_mid_epoch_resumes_with_the_rest_of_that_epoch(tmp_path, every_n_epochs):
     # max_steps ends training in the middle of an epoch: saved at that epoch's end, Lightning would count the
     # epoch as complete and a resumed run would skip its last batches. It is saved as it stands mid-epoch.
@@ -229,6 +231,7 @@ def test_a_run_whose_training_ended_mid_epoch_resumes_with_the_rest_of_that_epoc
     assert final(tmp_path / "cut") == final(tmp_path / "whole")
 
 
+@pytest.mark.slow  # three runs each, bit for bit: the full tier
 def test_a_resumed_run_that_does_not_validate_again_reports_the_validation_before_the_stop(tmp_path):
     # Validation every second epoch of three; stopped after the second, the resumed run trains the third
     # without validating. Its metrics.json must still report the second epoch's validation, as an

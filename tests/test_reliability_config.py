@@ -87,7 +87,24 @@ def run_main(tmp_path: Path, monkeypatch, capsys, *arguments: str) -> tuple[int,
     return exit_.value.code, capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("overrides", "message"), BAD_CONFIGS, ids=[o for o, _ in BAD_CONFIGS])
+# One of each kind in the fast tier (a value rule, a group option, a _target_, a net's and a schedule's own
+# check, the machine, a path); all of them in the full tier.
+FAST = {
+    "optimizer.lr=0",
+    "optimizer=lamb",
+    "data=imdb data.seq_len=0",
+    "model._target_=my_nets.Wide",
+    "model=mlp +model.wdth=3",
+    "scheduler=onecycle scheduler.pct_start=0",
+    "trainer=gpu",
+    "resume=no/such/run",
+}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [pytest.param(o, m, id=o, marks=() if o in FAST else pytest.mark.slow) for o, m in BAD_CONFIGS],
+)
 def test_bad_config_exits_2_with_one_line_and_leaves_nothing(
     tmp_path, monkeypatch, capsys, two_cores_no_gpu, overrides, message
 ):

@@ -141,6 +141,7 @@ def train_recipe(make_config, tmp_path: Path, images_per_batch: int, *overrides:
     return cfg
 
 
+@pytest.mark.slow  # the whole recipe, if briefly: the full tier
 def test_the_recipe_trains_end_to_end(make_config, tmp_path):
     overrides = ("model.widths=[8,16,16]", "data.batch_size=50", "data.val_size=0.2", "trainer.max_epochs=6")
     cfg = train_recipe(make_config, tmp_path, 100, *overrides)
@@ -153,6 +154,7 @@ def test_the_recipe_trains_end_to_end(make_config, tmp_path):
     assert sorted(path.name for path in (run / "checkpoints").iterdir()) == ["last.ckpt"]
 
 
+@pytest.mark.slow  # the whole recipe, if briefly: the full tier
 def test_the_recipe_trains_with_bf16_weights(make_config, tmp_path):
     overrides = ("model.widths=[8,8,8]", "data.batch_size=25", "trainer.max_epochs=2", "trainer.precision=bf16-true")
     cfg = train_recipe(make_config, tmp_path, 20, *overrides)

@@ -83,7 +83,9 @@ def test_whole_model_precisions_get_inputs_of_their_type(make_config, precision)
     assert train(cfg) > 0.3
 
 
-@pytest.mark.parametrize("option", ["fast_dev_run", "limit_batches", "overfit", "profiler"])
+@pytest.mark.parametrize(
+    "option", ["fast_dev_run", "limit_batches", pytest.param("overfit", marks=pytest.mark.slow), "profiler"]
+)
 def test_every_debug_option_runs(make_config, option):
     cfg = make_config(f"debug={option}", "trainer.accelerator=cpu", "model=mlp")
     assert isinstance(train(cfg), float)
