@@ -48,9 +48,25 @@ def checked(cfg) -> None:
     build_model(cfg, instantiate(cfg.data).spec)
 
 
+def users_files(option: str, folder: Path) -> list[str]:
+    """The overrides that point a data option which reads one's own files (`???` in its config) at some."""
+    import numpy as np
+    from PIL import Image
+
+    if option == "image_folder":
+        for name in ("cats", "dogs"):
+            (folder / "photos" / name).mkdir(parents=True)
+            Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(folder / "photos" / name / "1.png")
+        return [f"data.root={folder / 'photos'}"]
+    if option == "text_csv":
+        (folder / "texts.csv").write_text("text,label\ngood,1\nbad,0\n")
+        return [f"data.path={folder / 'texts.csv'}"]
+    return []
+
+
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_every_option_composes_resolves_and_validates(make_config, group, option):
-    cfg = make_config(f"{group}={option}")
+def test_every_option_composes_resolves_and_validates(make_config, tmp_path, group, option):
+    cfg = make_config(f"{group}={option}", *(users_files(option, tmp_path) if group == "data" else []))
     OmegaConf.resolve(cfg)  # every interpolation points somewhere
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         with pytest.raises(UserError, match=r"trainer\.accelerator='gpu' is not available: no CUDA GPU here"):
