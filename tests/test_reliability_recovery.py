@@ -210,7 +210,8 @@ def test_resume_applies_new_overrides_on_top_of_the_runs_own_config(tmp_path, un
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 5
     config = (run_dir / ".hydra" / "config.yaml").read_text()
-    assert "max_epochs: 5" in config and "name: mlp" in config  # the run's model, the new epoch count
+    # the run's model, the new epoch count
+    assert "max_epochs: 5" in config and "_target_: experiments.models.nets.MLP" in config
     assert list(epoch_curves(run_dir)["val/acc"]) == [19, 39, 59, 79, 99]
 
 

@@ -189,7 +189,7 @@ def test_tensorboard_serves_each_runs_curves_images_and_hparams(sweep):
             job = group["name"].split("/")[0]
             metrics = json.loads((sweep_dir / job / "metrics.json").read_text())
             assert group["hparams"]["model.dropout"] == {"0": 0.0, "1": 0.2}[job]
-            assert group["hparams"]["model"] == "mlp" and group["hparams"]["optimizer.lr"] == 0.003
+            assert group["hparams"]["model"] == "MLP" and group["hparams"]["optimizer.lr"] == 0.003
             final = {value["name"]["tag"]: value["value"] for value in group["metricValues"]}
             assert final["final/test_acc"] == pytest.approx(metrics["test"]["test/acc"])
             assert final["final/val_acc"] == pytest.approx(metrics["objective"]["value"])
@@ -217,7 +217,8 @@ def test_every_search_composes_with_tpe_failures_tolerated_and_the_objectives_di
 
     cfg = compose([f"hparams_search={search}", "objective=val/loss", "objective_mode=min"], return_hydra_config=True)
     sweeper = cfg.hydra.sweeper
-    assert cfg.data._target_.lower().endswith(f"{search.split('_')[0]}datamodule") and cfg.model.name == "mlp"
+    assert cfg.data._target_.lower().endswith(f"{search.split('_')[0]}datamodule")
+    assert cfg.model._target_ == "experiments.models.nets.MLP"
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.direction == "minimize"
     assert sweeper.max_failure_rate == 1.0 and cfg.hydra.mode.name == "MULTIRUN"
     assert {"optimizer.lr", "model.width", "model.depth", "model.dropout", "data.batch_size"} <= set(sweeper.params)
