@@ -237,6 +237,10 @@ BAD_FOLDERS = {  # how to make the folder, and the line that refuses it
         lambda tmp: a_folder(tmp, "train/cat", "train/dog"),
         "{root} has train/ but no test/: give it both, each with one folder per class, or put the class folders in",
     ),
+    "a test class unknown in training": (
+        lambda tmp: a_folder(tmp, "train/cat", "train/dog", "test/cat", "test/emu"),
+        "{root}/test has class folders that {root}/train lacks: emu",
+    ),
     "empty class": (with_an_empty_class, "class folders with no images in {root}: emu; add images or remove them"),
     "strict and a broken file": (with_a_broken_file, "{root}/dog/b.jpg is not a readable image ("),
 }

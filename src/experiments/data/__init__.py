@@ -5,5 +5,13 @@ from experiments.data.digits import DigitsDataModule
 from experiments.data.image_folder import ImageFolderDataModule
 from experiments.data.imdb import IMDBDataModule
 from experiments.data.mnist import MNISTDataModule
+from experiments.data.text_csv import TextCSVDataModule
 
-__all__ = ["CIFAR10DataModule", "DigitsDataModule", "IMDBDataModule", "ImageFolderDataModule", "MNISTDataModule"]
+__all__ = [
+    "CIFAR10DataModule",
+    "DigitsDataModule",
+    "IMDBDataModule",
+    "ImageFolderDataModule",
+    "MNISTDataModule",
+    "TextCSVDataModule",
+]

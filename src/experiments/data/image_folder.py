@@ -54,6 +54,31 @@ def class_folders(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def layout(root: Path) -> tuple[dict[str, Path], list[str]]:
+    """The folders of class folders, {"train": root} or {"train": root/train, "test": root/test}, and the class
+    names, those of the training folder's class folders; or one line saying what is wrong with the folder."""
+    if not root.is_dir():
+        raise UserError(f"data.root={root}: no such folder; give a folder with one subfolder of images per class")
+    train, test = root / "train", root / "test"
+    if train.is_dir() != test.is_dir():
+        has, lacks = ("train", "test") if train.is_dir() else ("test", "train")
+        raise UserError(
+            f"{root} has {has}/ but no {lacks}/: give it both, each with one folder per class, or "
+            f"put the class folders in {root} itself to hold data.test_size of the images out for testing"
+        )
+    folders = {"train": train, "test": test} if train.is_dir() else {"train": root}
+    names = class_folders(folders["train"])
+    if len(names) < 2:
+        found = f"one class folder ({names[0]})" if names else "no class folders"
+        raise UserError(
+            f"{folders['train']} holds {found}: a classifier needs two or more, "
+            "each a folder of the images of one class named after it"
+        )
+    if "test" in folders and (extra := sorted(set(class_folders(test)) - set(names))):
+        raise UserError(f"{test} has class folders that {train} lacks: {', '.join(extra)}")
+    return folders, names
+
+
 @dataclass(frozen=True)
 class Files:
     """Every image file of the folder with its class id, and whether it is one of the test folder's."""
@@ -138,25 +163,7 @@ class ImageFolderDataModule(InMemoryDataModule):
             num_workers=(num_workers, integer(0)),
         )
         self.folder = Path(root).expanduser()
-        if not self.folder.is_dir():
-            raise UserError(f"data.root={root}: no such folder; give a folder with one subfolder of images per class")
-        train, test = self.folder / "train", self.folder / "test"
-        if train.is_dir() != test.is_dir():
-            has, lacks = ("train", "test") if train.is_dir() else ("test", "train")
-            raise UserError(
-                f"{self.folder} has {has}/ but no {lacks}/: give it both, each with one folder per class, or "
-                f"put the class folders in {self.folder} itself to hold data.test_size of the images out for testing"
-            )
-        self.split_folders = {"train": train, "test": test} if train.is_dir() else {"train": self.folder}
-        self.class_names = class_folders(self.split_folders["train"])
-        if len(self.class_names) < 2:
-            found = f"one class folder ({self.class_names[0]})" if self.class_names else "no class folders"
-            raise UserError(
-                f"{self.split_folders['train']} holds {found}: a classifier needs two or more, "
-                "each a folder of the images of one class named after it"
-            )
-        if "test" in self.split_folders and (extra := sorted(set(class_folders(test)) - set(self.class_names))):
-            raise UserError(f"{test} has class folders that {train} lacks: {', '.join(extra)}")
+        self.split_folders, self.class_names = layout(self.folder)
         if "test" not in self.split_folders:
             require("data", test_size=(test_size, number(0.0, 1.0, low_inclusive=False)))
         self.test_size = None if "test" in self.split_folders else test_size
