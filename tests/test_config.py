@@ -64,7 +64,14 @@ def users_files(option: str, folder: Path) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+# Recipes and searches compose several groups at once: their checks run in the full tier (as do their sweeps).
+@pytest.mark.parametrize(
+    ("group", "option"),
+    [
+        pytest.param(g, o, id=f"{g}={o}", marks=pytest.mark.slow if g in ("experiment", "hparams_search") else ())
+        for g, o in OPTIONS
+    ],
+)
 def test_every_option_composes_resolves_and_validates(make_config, tmp_path, group, option):
     cfg = make_config(f"{group}={option}", *(users_files(option, tmp_path) if group == "data" else []))
     OmegaConf.resolve(cfg)  # every interpolation points somewhere

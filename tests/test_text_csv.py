@@ -194,7 +194,10 @@ BAD_FILES = {  # how to make the file, extra overrides, and the line that refuse
 }
 
 
-@pytest.mark.parametrize("case", list(BAD_FILES))
+# Two kinds in the fast tier; all of them in the full one.
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, marks=() if c in ("missing", "no such column") else pytest.mark.slow) for c in BAD_FILES]
+)
 def test_a_bad_file_is_one_line_with_exit_code_2_and_leaves_nothing(tmp_path, monkeypatch, capsys, case):
     make, overrides, expected = BAD_FILES[case]
     path = make(tmp_path)
