@@ -18,7 +18,7 @@ import torch
 from experiments.data import CIFAR10DataModule, IMDBDataModule, MNISTDataModule
 from experiments.data.cifar10 import _crop, read_batch
 from experiments.data.files import extract_tar
-from experiments.data.imdb import tokenize
+from experiments.data.text import tokenize
 from experiments.errors import UserError
 from experiments.train import train
 from tests import fixtures

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from experiments.data.cache import SettingsCache
-from experiments.data.downloaded import DownloadedDataModule, Split
+from experiments.data.encoded_text import EncodedTextDataModule
 from experiments.data.files import extract_tar, fetch_or_explain
 from experiments.data.in_memory import carve
-from experiments.data.text import PAD, encode, encode_splits, tokenize
+from experiments.data.text import encode_splits
 from experiments.errors import UserError
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -37,7 +34,7 @@ def read_split(folder: Path) -> tuple[list[str], list[int]]:
     return texts, labels
 
 
-class IMDBDataModule(DownloadedDataModule):
+class IMDBDataModule(EncodedTextDataModule):
     """25,000 training reviews (minus a validation part carved with `split_seed`), 25,000 test reviews.
 
     The encoded splits, all three, are what `fetch` leaves on disk and `load` reads: the reviews
@@ -45,35 +42,15 @@ class IMDBDataModule(DownloadedDataModule):
     """
 
     class_names = ["negative", "positive"]
+    cache_folder = "aclImdb_cache"
 
     def __init__(
         self, *, batch_size: int = 64, vocab_size: int = 20000, min_freq: int = 2, seq_len: int = 400, **common
     ) -> None:
         super().__init__(batch_size=batch_size, **common)
         # Every setting that shapes the encoding, and so names its cache file.
-        self.settings = {"format": CACHE_FORMAT, "val_size": self.val_size, "split_seed": self.split_seed}
-        self.settings |= {"vocab_size": vocab_size, "min_freq": min_freq, "seq_len": seq_len}
-        self.cache = SettingsCache(self.root / "aclImdb_cache", "encoded", self.settings)
-        # The embedding table has `vocab_size` rows; a smaller vocabulary leaves some unused.
-        self.spec = {"kind": "text", "vocab_size": vocab_size, "pad_index": PAD, "seq_len": seq_len, "num_classes": 2}
-
-    @property
-    def cache_path(self) -> Path:
-        return self.cache.path
-
-    def fetch(self) -> None:
-        if not self.cache.path.exists():
-            self.cache.write(self._encode())
-
-    def load(self) -> dict[str, Split]:
-        cache = self.cache.read() or self.cache.write(self._encode())  # an unusable cache is built again
-        self.vocabulary = cache["vocabulary"]
-        return cache["splits"]
-
-    def encode_inputs(self, items: list[str]) -> torch.Tensor:
-        """New reviews as token ids, with the run's own vocabulary (from its cache)."""
-        self.setup("predict")
-        return encode([tokenize(text) for text in items], self.vocabulary, self.settings["seq_len"])
+        splits = {"format": CACHE_FORMAT, "val_size": self.val_size, "split_seed": self.split_seed}
+        self.encoded_by(splits | {"vocab_size": vocab_size, "min_freq": min_freq, "seq_len": seq_len}, num_classes=2)
 
     def _reviews(self) -> Path:
         """The extracted `aclImdb/` folder, downloaded and extracted first if it is not there."""

@@ -20,10 +20,9 @@ from pathlib import Path
 import torch
 
 from experiments.checks import number, require
-from experiments.data.cache import SettingsCache
-from experiments.data.downloaded import DownloadedDataModule, Split
+from experiments.data.encoded_text import EncodedTextDataModule
 from experiments.data.in_memory import carve
-from experiments.data.text import PAD, encode, encode_splits, tokenize
+from experiments.data.text import encode_splits
 from experiments.errors import UserError, first_line
 
 CACHE_FORMAT = 1  # bump when reading, tokenisation or encoding changes, so old caches are not reused
@@ -104,12 +103,14 @@ def read_table(path: Path, text_column: str, label_column: str) -> Table:
     return Table(texts, labels, sha1)
 
 
-class TextCSVDataModule(DownloadedDataModule):
+class TextCSVDataModule(EncodedTextDataModule):
     """The rows of `path` (minus a test part unless `test_path` is given, and a validation part) and the test rows.
 
     The files are read when the module is built, as the number of classes is part of the spec the net is built
     from; the encoded splits are what `fetch` leaves in the cache and `load` reads. `download` is ignored.
     """
+
+    cache_folder = "text_csv_cache"
 
     def __init__(
         self,
@@ -139,7 +140,7 @@ class TextCSVDataModule(DownloadedDataModule):
         if self.test_table is not None and (unknown := sorted(set(self.test_table.labels) - set(self.class_names))):
             raise UserError(f"{test_path} has labels that {self.path} lacks: {', '.join(unknown)}")
         # Every setting that shapes the encoding, and so names its cache file: the files by their contents.
-        self.settings = {
+        settings = {
             "format": CACHE_FORMAT,
             "files": [self.table.sha1, self.test_table.sha1 if self.test_table else None],
             "columns": [text_column, label_column],
@@ -150,28 +151,7 @@ class TextCSVDataModule(DownloadedDataModule):
             "min_freq": min_freq,
             "seq_len": seq_len,
         }
-        self.cache = SettingsCache(self.root / "text_csv_cache", "encoded", self.settings)
-        self.spec = {
-            "kind": "text",
-            "vocab_size": vocab_size,
-            "pad_index": PAD,
-            "seq_len": seq_len,
-            "num_classes": len(self.class_names),
-        }
-
-    def fetch(self) -> None:
-        if not self.cache.path.exists():
-            self.cache.write(self._encode())
-
-    def load(self) -> dict[str, Split]:
-        cache = self.cache.read() or self.cache.write(self._encode())  # an unusable cache is built again
-        self.vocabulary = cache["vocabulary"]
-        return cache["splits"]
-
-    def encode_inputs(self, items: list[str]) -> torch.Tensor:
-        """New texts as token ids, with the run's own vocabulary (from its cache)."""
-        self.setup("predict")
-        return encode([tokenize(text) for text in items], self.vocabulary, self.settings["seq_len"])
+        self.encoded_by(settings, len(self.class_names))
 
     def _encode(self) -> dict:
         """The vocabulary and the three splits as token ids; the vocabulary from the training part alone."""
