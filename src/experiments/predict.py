@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import os
 import sys
@@ -33,20 +32,13 @@ log = logging.getLogger(__name__)
 
 
 def read_texts(path: Path, column: str) -> list[str]:
-    """The `column` of every row of a CSV file (with a header) or of every object of a JSON-lines file."""
-    try:
-        with open(path, newline="", encoding="utf-8") as file:
-            if path.suffix.lower() == ".csv":
-                rows = list(csv.DictReader(file))
-            else:
-                rows = [json.loads(line) for line in file if line.strip()]
-    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as error:
-        raise UserError(f"{path} is not a readable {path.suffix.lower()[1:].upper()} file ({error})") from error
-    if not rows:
-        raise UserError(f"{path} holds no rows")
-    if not isinstance(rows[0], dict) or column not in rows[0]:
-        found = ", ".join(rows[0]) if isinstance(rows[0], dict) else type(rows[0]).__name__
-        raise UserError(f"{path} has no column {column!r} (it has {found}); choose one with --text-column")
+    """The `column` of every row of a CSV file (with a header) or of every object of a JSON-lines file, read as a
+    text_csv dataset reads its files."""
+    from experiments.data.text_csv import read_rows
+
+    rows, columns, _ = read_rows(path)
+    if column not in columns:
+        raise UserError(f"{path} has no column {column!r} (it has {', '.join(columns)}); choose one with --text-column")
     return [str(row.get(column) or "") for row in rows]
 
 

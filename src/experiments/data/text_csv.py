@@ -68,7 +68,7 @@ def json_lines(text: str) -> tuple[list[dict], list[str]]:
 def read_rows(path: Path) -> tuple[list[dict], list[str], str]:
     """The rows of a CSV file (by its header) or of a JSON-lines file, the column names, and the file's sha1."""
     if not path.is_file():
-        raise UserError(f"{path}: no such file; data.path and data.test_path name a .csv or .jsonl file")
+        raise UserError(f"{path}: no such file; give a .csv or .jsonl file")
     data = path.read_bytes()
     kind = "JSONL" if path.suffix.lower() == ".jsonl" else "CSV"
     try:
