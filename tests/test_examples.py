@@ -80,3 +80,14 @@ def test_a_checkpoint_whose_net_cannot_be_imported_is_one_line(trained, tmp_path
         "error: Error loading 'my_project.data.ShapesDataModule': ModuleNotFoundError(\"No module named "
         "'my_project'\") Are you sure that module 'my_project' is installed?  (EXPERIMENTS_DEBUG=1 shows the traceback)"
     ]
+
+
+def test_a_split_of_the_users_data_is_predicted_through_its_own_loader(trained, tmp_path):
+    out = tmp_path / "test.csv"
+    result = run_cli(str(trained), "--split", "test", "--out", str(out), cwd=EXAMPLE, module="experiments.predict")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out, newline="") as file:
+        rows = list(csv.DictReader(file))
+    accuracy = sum(row["label"] == row["predicted"] for row in rows) / len(rows)
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert len(rows) == 300 and accuracy == pytest.approx(metrics["test"]["test/acc"], abs=1e-6)

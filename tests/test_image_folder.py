@@ -344,6 +344,13 @@ def test_drawn_shapes_are_learnt_and_their_files_predicted_as_in_the_test(tmp_pa
     assert metrics["test"]["test/acc"] > 0.8  # three classes: chance is a third
     accuracy = predict_folder(tmp_path / "run", root / "test", tmp_path / "predictions.csv")
     assert accuracy == pytest.approx(metrics["test"]["test/acc"], abs=1e-6)
+    # The test split through the data module's own loader, streamed or not, gives the same.
+    from experiments.predict import main
+
+    main([str(tmp_path / "run"), "--split", "test", "--out", str(tmp_path / "split.csv")])
+    with open(tmp_path / "split.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert sum(row["label"] == row["predicted"] for row in rows) / len(rows) == pytest.approx(accuracy, abs=1e-6)
 
 
 @pytest.mark.slow

@@ -42,6 +42,16 @@ def read_texts(path: Path, column: str) -> list[str]:
     return [str(row.get(column) or "") for row in rows]
 
 
+def split_of(datamodule, split: str):
+    """A split of the run's data, whole, as its own loader gives it (in memory or streamed, ours or a user's)."""
+    import torch
+
+    datamodule.setup("test" if split == "test" else "validate")
+    batches = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
+    inputs, labels = zip(*((x, y) for x, y in batches), strict=True)
+    return torch.cat(inputs), torch.cat(labels)
+
+
 def gather(inputs: list[Path]) -> tuple[list[str], list]:
     """The command line's inputs -> (what each row of the CSV names, what the data module encodes)."""
     from experiments.data.images import image_files
@@ -74,9 +84,8 @@ def predict(
     cfg, datamodule, model, _ = load(path, overrides)
     labels = None
     if split is not None:
-        datamodule.setup("predict")
-        x, y = datamodule.splits[split]
-        names, labels, encoded = [str(i) for i in range(len(y))], y.tolist(), x
+        encoded, y = split_of(datamodule, split)
+        names, labels = [str(i) for i in range(len(y))], y.tolist()
     elif len(inputs) == 1 and inputs[0].suffix.lower() in TEXT_SUFFIXES:
         if not inputs[0].is_file():
             raise UserError(f"{inputs[0]}: no such file")
@@ -128,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         nargs="*",
         help="a folder of images, image files, or a .csv/.jsonl of texts; then changes to the run's config, key=value",
     )
-    parser.add_argument("--split", choices=["test", "val", "train"], help="predict a split of the run's own data")
+    parser.add_argument("--split", choices=["test", "val"], help="predict a split of the run's own data")
     parser.add_argument("--out", type=Path, default=Path("predictions.csv"), help="the CSV to write")
     parser.add_argument("--text-column", help="the texts' column or key (default: the run's, or 'text')")
     args = parser.parse_args(argv)
