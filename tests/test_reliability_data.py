@@ -326,7 +326,7 @@ def half_save(obj, path, save=torch.save) -> None:
     [
         ("mnist", "gzip.GzipFile.read", crash_after(3, gzip.GzipFile.read), f"{RAW}/train-images-idx3-ubyte"),
         ("cifar10", "tarfile.TarFile.makefile", crash_after(2, tarfile.TarFile.makefile), "cifar-10-batches-py"),
-        ("imdb", "experiments.data.imdb.torch.save", half_save, "aclImdb_cache/*.pt"),
+        ("imdb", "experiments.data.cache.torch.save", half_save, "aclImdb_cache/*.pt"),
     ],
     ids=["decompressing", "extracting", "caching"],
 )
