@@ -237,6 +237,26 @@ def test_augmentation_translates_and_flips_training_batches_only(fixture_data):
     assert torch.equal(data.on_after_batch_transfer(batch, 0)[0], data.normalize(batch[0]))  # no trainer: eval
 
 
+def test_mnist_translates_training_batches_when_asked_and_never_flips(fixture_data):
+    plain = MNISTDataModule(data_dir=str(fixture_data))
+    plain.setup()
+    x = plain.normalize(plain.splits["train"][0][:64])
+    assert torch.equal(plain.augment(x), x)  # translate: 0 by default
+    shifting = MNISTDataModule(data_dir=str(fixture_data), translate=2)
+    torch.manual_seed(0)
+    shifted = shifting.augment(x)
+    assert shifted.shape == x.shape and not torch.equal(shifted, x)
+    # Each image is its original moved by at most 2 pixels each way; a mirror image never appears.
+    padded = torch.nn.functional.pad(x, (2,) * 4, mode="reflect")
+    crops = [
+        _crop(padded, torch.full((64, 1, 1, 1), dy), torch.full((64, 1, 1, 1), dx), 28, 28)
+        for dy in range(5)
+        for dx in range(5)
+    ]
+    matches = torch.stack([(c == shifted).flatten(1).all(1) for c in crops])
+    assert matches.any(0).all()
+
+
 # The real files (see shared/data/README.md): read through copies, never in place.
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torchvision.datasets import MNIST
 
+from experiments.data.augmentation import translate_and_flip
 from experiments.data.downloaded import DownloadedDataModule, Split
 from experiments.data.files import DamagedFile, fetch_or_explain, gunzip
 
@@ -40,11 +41,16 @@ class MNISTDataModule(DownloadedDataModule):
     """60,000 training images (minus a validation part carved with `split_seed`) and the 10,000 test images.
 
     Files a user already has are used as they are; downloads are checked against the official md5
-    (torchvision's list of mirrors and checksums).
+    (torchvision's list of mirrors and checksums). Training batches may get random translations (`translate`
+    pixels; off by default). No flips: a mirrored digit is another glyph.
     """
 
     spec = {"kind": "image", "shape": [1, 28, 28], "num_classes": 10}
     mean, std = (33.32,), (78.57,)  # of the training pixels, 0..255
+
+    def __init__(self, *, translate: int = 0, **common) -> None:
+        super().__init__(**common)
+        self.translate = translate
 
     @property
     def raw(self) -> Path:
@@ -71,3 +77,7 @@ class MNISTDataModule(DownloadedDataModule):
         if len(labels) != len(images) or labels.max() > 9:
             raise DamagedFile(f"{path}: {len(labels)} labels (0..9) for {len(images)} images", path, _gz(path))
         return images.unsqueeze(1), labels
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        # Reflect-padding copies the blank margin that surrounds every MNIST digit (4 pixels or more).
+        return translate_and_flip(x, self.translate, flip=False)
