@@ -67,6 +67,7 @@ def test_results_runs_each_recipe_over_seeds_and_writes_the_table(tmp_path):
     recipes = ["mnist_mlp", "imdb_mlp", "digits_cnn"]
     run_script(
         *("benchmarks/results.py", "--quick", "--seeds", "0", "1", "--recipes", *recipes, "--out", str(out)),
+        *("--runs", str(tmp_path / "runs")),
         f"paths.data_dir={tmp_path / 'data'}",
         "data.download=false",
     )
@@ -78,3 +79,11 @@ def test_results_runs_each_recipe_over_seeds_and_writes_the_table(tmp_path):
         accuracy, n = (cell.strip() for cell in row.split("|")[2:4])
         assert re.fullmatch(r"\d+\.\d\d % ± \d+\.\d\d", accuracy) and n == "2/2"
     assert "98.61 %: a plain PyTorch loop" in rows[0]  # the reference beside the figure
+    assert rows[0].endswith("`logger=none` `trainer.max_epochs=1` |")  # what was run, beyond recipe and seed
+    # The sweeps are kept: the table can be rebuilt from them without training again.
+    sweeps = sorted((tmp_path / "runs").glob("*/*"))
+    assert [s.name for s in sweeps] == sorted(recipes)
+    again = tmp_path / "again.md"
+    run_script("benchmarks/results.py", "--from-runs", *map(str, sweeps), "--out", str(again))
+    rebuilt = [line for line in again.read_text().splitlines() if line.startswith("| `")]
+    assert sorted(rebuilt) == sorted(rows)
