@@ -71,6 +71,15 @@ def one_of(*choices: str) -> Rule:
     return check
 
 
+def words(value: object) -> str | None:
+    ok = is_sequence(value) and all(isinstance(v, str) and v.strip() for v in value)
+    return None if ok else "a list of words, e.g. [baseline,v2]"
+
+
+def text(value: object) -> str | None:
+    return None if isinstance(value, str) else "a text (quote it if it has spaces or commas)"
+
+
 def positive_integers(value: object) -> str | None:
     ok = is_sequence(value) and len(value) > 0 and all(is_integer(v) and v >= 1 for v in value)
     return None if ok else "a non-empty list of positive integers, e.g. [32,64]"

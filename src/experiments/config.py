@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.checks import Rule, batch_limit, betas, boolean, integer, is_integer, number, one_of
+from experiments.checks import Rule, batch_limit, betas, boolean, integer, is_integer, number, one_of, text, words
 from experiments.errors import UserError
 
 
@@ -43,6 +43,8 @@ def _rules() -> dict[str, Rule]:
     arguments when they are built (`checks.require`), and Lightning its own settings (accelerator, precision)."""
     return {
         "seed": integer(0),
+        "tags": words,
+        "notes": text,
         "objective_mode": one_of("max", "min"),
         "label_smoothing": number(0.0, 1.0),
         "compile": boolean,

@@ -1,11 +1,13 @@
-"""TensorBoard beyond the curves: the HParams table of a run, confusion matrices, misclassified examples.
+"""Dashboards beyond the curves: the HParams table of a run, confusion matrices, misclassified examples.
 
 The curves (loss, accuracy, macro-F1, learning rate, samples/s) are logged where they arise; this
 callback adds what a user looks at to judge a run or compare a sweep's runs:
 - after each validation and after the test, a confusion-matrix image and the misclassified examples:
   a grid of images with their true and predicted labels, or a table of reviews for text;
-- at the end, the run's hyperparameters with its final metrics in the HParams dashboard, so the runs
-  of a sweep line up in one table (`tensorboard --logdir <sweep dir>`, HPARAMS tab).
+- at the end, the run's hyperparameters with its final metrics in TensorBoard's HParams dashboard, so the
+  runs of a sweep line up in one table (`tensorboard --logdir <sweep dir>`, HPARAMS tab).
+Each figure is drawn once and handed to every logger that takes images: TensorBoard, MLflow (as PNG files of
+the run) and W&B (as images and tables); see `sinks`.
 
 Costs nothing per training step: validation and test steps hand over their logits, and the confusion
 matrix is counted on the device (torchmetrics), once per drawn evaluation, when the host reads it.
@@ -13,11 +15,12 @@ matrix is counted on the device (torchmetrics), once per drawn evaluation, when 
 
 from __future__ import annotations
 
+import io
 import math
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from experiments.data.contract import class_names
@@ -41,7 +44,7 @@ class Dashboards(L.Callback):
     # Counting, on the device, during the validations that will be drawn and the test.
     def _start(self, trainer: L.Trainer, pl_module: L.LightningModule, draws: bool) -> None:
         self._confusion, self._labels, self._kept = None, [], []  # `_count` skips an evaluation nobody draws
-        if draws and tensorboard_logger(trainer) is not None:
+        if draws and sinks(trainer):
             # Without argument checks, which would read the labels back to the host. Only the first process
             # draws, from its own batches: a synchronisation would wait for the others, which never compute.
             n = pl_module.hparams.spec["num_classes"]
@@ -83,28 +86,31 @@ class Dashboards(L.Callback):
 
     # Drawing, once per evaluation.
     def _draw(self, trainer: L.Trainer, stage: str) -> None:
-        logger = tensorboard_logger(trainer)
-        if logger is None or self._confusion is None or not trainer.is_global_zero:
+        destinations = sinks(trainer)
+        if not destinations or self._confusion is None or not trainer.is_global_zero:
             return
-        board = logger.experiment  # the SummaryWriter
         names = class_names(trainer.datamodule, self._confusion.num_classes)
         step = trainer.global_step
         if self._labels:
             self._confusion.update(*(torch.cat(parts) for parts in zip(*self._labels, strict=True)))
         confusion = self._confusion.compute().cpu()
-        board.add_figure(f"{stage}/confusion_matrix", confusion_figure(confusion, names), step)
-        if not self._kept:
-            return
-        x, y, probabilities = (torch.cat(parts).cpu() for parts in zip(*self._kept, strict=True))
-        wrong = (probabilities.argmax(dim=1) != y).nonzero().flatten()[:SHOWN]
-        if len(wrong) == 0:
-            return
-        x, y, probabilities = x[wrong], y[wrong], probabilities[wrong]
-        if x.dtype.is_floating_point and x.dim() == 4:  # images
-            board.add_figure(f"{stage}/misclassified", examples_figure(x, y, probabilities, names), step)
-        elif hasattr(trainer.datamodule, "vocabulary"):  # token ids: a table of the reviews
-            table = reviews_table(x, y, probabilities, names, trainer.datamodule)
-            board.add_text(f"{stage}/misclassified", table, step)
+        figures = {f"{stage}/confusion_matrix": confusion_figure(confusion, names)}
+        tables = {}
+        if self._kept:
+            x, y, probabilities = (torch.cat(parts).cpu() for parts in zip(*self._kept, strict=True))
+            wrong = (probabilities.argmax(dim=1) != y).nonzero().flatten()[:SHOWN]
+            x, y, probabilities = x[wrong], y[wrong], probabilities[wrong]
+            if len(wrong) and x.dtype.is_floating_point and x.dim() == 4:  # images
+                figures[f"{stage}/misclassified"] = examples_figure(x, y, probabilities, names)
+            elif len(wrong) and hasattr(trainer.datamodule, "vocabulary"):  # token ids: a table of the reviews
+                tables[f"{stage}/misclassified"] = reviews_table(x, y, probabilities, names, trainer.datamodule)
+        for sink in destinations:
+            for tag, figure in figures.items():
+                sink.figure(tag, figure, step)
+            for tag, (columns, rows) in tables.items():
+                sink.table(tag, columns, rows, step)
+        for figure in figures.values():
+            _pyplot().close(figure)
 
     # The HParams entry, with the final metrics: at the fit's teardown, after every on_fit_end, the module's
     # too, which puts back the validation a resumed run with nothing left to train did not repeat.
@@ -137,6 +143,51 @@ class Dashboards(L.Callback):
 
 def tensorboard_logger(trainer: L.Trainer) -> TensorBoardLogger | None:
     return next((logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
+
+
+class TensorBoardSink:
+    def __init__(self, logger: TensorBoardLogger) -> None:
+        self.board = logger.experiment  # the SummaryWriter
+
+    def figure(self, tag: str, figure, step: int) -> None:
+        self.board.add_figure(tag, figure, step, close=False)  # the other sinks draw it too
+
+    def table(self, tag: str, columns: list[str], rows: list[list], step: int) -> None:
+        self.board.add_text(tag, markdown_table(columns, rows), step)  # the text tab renders Markdown
+
+
+class MLflowSink:
+    """PNG and Markdown files of the run, one per evaluation: `figures/<stage>/<name>/step-<global step>.png`."""
+
+    def __init__(self, logger: MLFlowLogger) -> None:
+        self.client, self.run_id = logger.experiment, logger.run_id
+
+    def figure(self, tag: str, figure, step: int) -> None:
+        self.client.log_figure(self.run_id, figure, f"figures/{tag}/step-{step:07d}.png")
+
+    def table(self, tag: str, columns: list[str], rows: list[list], step: int) -> None:
+        self.client.log_text(self.run_id, markdown_table(columns, rows), f"figures/{tag}/step-{step:07d}.md")
+
+
+class WandbSink:
+    def __init__(self, logger: WandbLogger) -> None:
+        self.logger = logger
+
+    def figure(self, tag: str, figure, step: int) -> None:
+        from PIL import Image
+
+        from experiments.tracking import png
+
+        self.logger.log_image(key=tag, images=[Image.open(io.BytesIO(png(figure)))], step=step)
+
+    def table(self, tag: str, columns: list[str], rows: list[list], step: int) -> None:
+        self.logger.log_table(key=tag, columns=columns, data=rows, step=step)
+
+
+def sinks(trainer: L.Trainer) -> list[TensorBoardSink | MLflowSink | WandbSink]:
+    """Where this run's figures go: each of its loggers that takes images."""
+    kinds = ((TensorBoardLogger, TensorBoardSink), (MLFlowLogger, MLflowSink), (WandbLogger, WandbSink))
+    return [sink(logger) for logger in trainer.loggers for kind, sink in kinds if isinstance(logger, kind)]
 
 
 def run_hparams(trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
@@ -212,13 +263,20 @@ def examples_figure(x: torch.Tensor, y: torch.Tensor, probabilities: torch.Tenso
     return figure
 
 
-def reviews_table(x: torch.Tensor, y: torch.Tensor, probabilities: torch.Tensor, names: list[str], data) -> str:
-    """A Markdown table (TensorBoard's text tab renders it) of the first words of each misclassified review."""
+def reviews_table(x: torch.Tensor, y: torch.Tensor, probabilities: torch.Tensor, names: list[str], data):
+    """(columns, rows) of a table of the first words of each misclassified review."""
     vocabulary, pad = data.vocabulary, data.spec["pad_index"]
-    lines = ["| true | predicted | probability | review (first 60 words) |", "|---|---|---|---|"]
+    rows = []
     for ids, label, p in zip(x.tolist(), y.tolist(), probabilities, strict=True):
         words = [vocabulary[i] if i < len(vocabulary) else "<unk>" for i in ids if i != pad][:60]
-        text = " ".join(words).replace("|", "\\|")
         predicted = int(p.argmax())
-        lines.append(f"| {names[label]} | {names[predicted]} | {p[predicted]:.2f} | {text} |")
-    return "\n".join(lines)
+        rows.append([names[label], names[predicted], round(float(p[predicted]), 2), " ".join(words)])
+    return ["true", "predicted", "probability", "review (first 60 words)"], rows
+
+
+def markdown_table(columns: list[str], rows: list[list]) -> str:
+    def cell(value) -> str:
+        return f"{value:.2f}" if isinstance(value, float) else str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(map(cell, row)) + " |" for row in rows])

@@ -49,6 +49,8 @@ class Metrics:
     samples_per_second: float | None = None
     parameters: int | None = None
     best_checkpoint: str = ""
+    tags: list[str] = field(default_factory=list)
+    notes: str = ""
     status: str = "completed"  # completed | failed
     error: str = ""
 
@@ -133,3 +135,12 @@ class RunDir:
             if (candidate / ".hydra" / "config.yaml").is_file():
                 return cls(candidate)
         raise UserError(f"{path} is not in a run directory: no .hydra/config.yaml beside it or above it")
+
+
+def this_jobs_sweep_dir() -> Path:
+    """The job's own directory minus its subdir: `hydra.sweep.dir` re-resolved in a worker could differ."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra = HydraConfig.get()
+    depth = len(Path(str(hydra.sweep.subdir)).parts)
+    return Path(hydra.runtime.output_dir).parents[depth - 1]

@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.atomic import written_atomically
 from experiments.errors import classify
-from experiments.runs import Metrics, Objective, RunDir
+from experiments.runs import Metrics, Objective, RunDir, this_jobs_sweep_dir
 
 # optuna 2.x, the one Hydra's Optuna sweeper accepts, uses SQLAlchemy APIs that 1.4 warns about on import.
 os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
@@ -85,6 +85,7 @@ def record_failure(run_dir: RunDir, cfg: DictConfig, error: str, seconds: float)
         metrics = Metrics.read(run_dir.metrics_file)
     else:
         metrics = Metrics(Objective(cfg.objective, cfg.objective_mode), wall_seconds=round(seconds, 3))
+        metrics.tags, metrics.notes = list(cfg.get("tags") or []), cfg.get("notes") or ""
     metrics.status, metrics.error, metrics.objective.value = "failed", error, None
     metrics.write(run_dir.metrics_file)
 
@@ -107,13 +108,6 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):  # not on macOS or Windows
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
-
-
-def this_jobs_sweep_dir() -> Path:
-    """The job's own directory minus its subdir: `hydra.sweep.dir` re-resolved in a worker could differ."""
-    hydra = HydraConfig.get()
-    depth = len(Path(str(hydra.sweep.subdir)).parts)
-    return Path(hydra.runtime.output_dir).parents[depth - 1]
 
 
 class SweepSummary(Callback):

@@ -36,6 +36,7 @@ def train(cfg: DictConfig) -> float:
     from experiments.cuda_checks import plain_cuda_checks
     from experiments.recovery import StopOnNonFiniteLoss, check_resumable, init_weights, load_checkpoint
     from experiments.stop_signals import StopSignals
+    from experiments.tracking import log_config, store_run_files
     from experiments.trainer import build_trainer, quiet_lightning
 
     resumed = None
@@ -58,6 +59,7 @@ def train(cfg: DictConfig) -> float:
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] + always
     loggers = [instantiate(c) for c in cfg.logger.values() if c]
     trainer = build_trainer(cfg, callbacks, loggers)
+    log_config(trainer.loggers, cfg)
 
     # Ctrl+C, SIGTERM: last.ckpt at the end of the batch, then stop (stop_signals.py). Without a GPU: no driver
     # query per step.
@@ -86,11 +88,14 @@ def train(cfg: DictConfig) -> float:
         samples_per_second=throughput.samples_per_second,
         parameters=sum(p.numel() for p in model.parameters()),
         best_checkpoint=best_path,
+        tags=list(cfg.get("tags") or []),
+        notes=cfg.get("notes") or "",
     )
     if trainer.is_global_zero:  # under data parallelism, one process reports for all
         output_dir = Path(cfg.paths.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)  # absent when neither checkpoints nor a logger wrote there
         metrics.write(RunDir(output_dir).metrics_file)
+        store_run_files(trainer.loggers, output_dir, cfg)
         print_summary(metrics, output_dir)
     return objective
 

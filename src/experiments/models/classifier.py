@@ -126,7 +126,7 @@ class Classifier(L.LightningModule):
         cuda_graphs: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the loggers get the whole composed config (tracking.py)
         self.net = build_net(net, spec)
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.tallies = {stage: Tally(spec["num_classes"]) for stage in ("train", "val", "test")}
