@@ -176,6 +176,8 @@ def test_a_run_reaches_a_real_mlflow_server_with_its_params_metrics_files_and_fi
     run_id = run["info"]["run_id"]
     (run_dir,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
     assert run["info"]["run_name"] == run_dir.name and run["info"]["status"] == "FINISHED"
+    link = f"{mlflow_server}/#/experiments/{experiment['experiment_id']}/runs/{run_id}"
+    assert f"dashboard      {link}\n" in result.stdout + result.stderr
     params = {p["key"]: p["value"] for p in run["data"]["params"]}
     assert params["model.width"] == "256" and params["trainer.max_epochs"] == "2" and params["notes"] == "first"
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
@@ -278,3 +280,4 @@ def test_wandb_offline_keeps_the_config_history_figures_tags_and_notes_in_the_ru
         image.verify()
     assert json.loads((offline / "files" / "metrics.json").read_text()) == local
     assert "max_epochs: 2" in (offline / "files" / "config.composed.yaml").read_text()
+    assert f"dashboard      wandb sync {offline}\n" in result.stdout + result.stderr

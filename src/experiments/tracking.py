@@ -172,6 +172,24 @@ def store_run_files(loggers: list, output_dir: Path, cfg: DictConfig) -> None:
             (Path(run.dir) / "metrics.json").write_bytes(metrics.read_bytes())
 
 
+def dashboards(loggers: list, output_dir: Path) -> list[str]:
+    """How to look at this run in each of its loggers that has a viewer."""
+    from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
+
+    commands = []
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            commands.append(f"tensorboard --logdir {output_dir}")
+        elif isinstance(logger, MLFlowLogger):
+            uri = logger._tracking_uri  # Lightning keeps no public copy
+            run = f"#/experiments/{logger.experiment_id}/runs/{logger.run_id}"
+            served = uri.startswith(("http://", "https://"))
+            commands.append(f"{uri.rstrip('/')}/{run}" if served else f"mlflow ui --backend-store-uri {uri}  ({run})")
+        elif isinstance(logger, WandbLogger) and logger.experiment.offline:
+            commands.append(f"wandb sync {Path(logger.experiment.dir).parent}")
+    return commands
+
+
 def png(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

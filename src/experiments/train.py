@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.config import validate
 from experiments.runs import Metrics, Objective, RunDir, final_objective
+from experiments.tracking import dashboards
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def train(cfg: DictConfig) -> float:
         output_dir.mkdir(parents=True, exist_ok=True)  # absent when neither checkpoints nor a logger wrote there
         metrics.write(RunDir(output_dir).metrics_file)
         store_run_files(trainer.loggers, output_dir, cfg)
-        print_summary(metrics, output_dir)
+        print_summary(metrics, output_dir, trainer.loggers)
     return objective
 
 
@@ -127,7 +128,7 @@ def plain(node: DictConfig) -> dict:
     return OmegaConf.to_container(node, resolve=True)
 
 
-def print_summary(metrics: Metrics, output_dir: Path) -> None:
+def print_summary(metrics: Metrics, output_dir: Path, loggers: list) -> None:
     test, objective = metrics.test, metrics.objective
     lines = []
     if test:
@@ -138,6 +139,6 @@ def print_summary(metrics: Metrics, output_dir: Path) -> None:
         + (f"   {metrics.samples_per_second:,.0f} training samples/s" if metrics.samples_per_second else ""),
         f"checkpoint     {metrics.best_checkpoint or '(none saved)'}",
         f"run directory  {output_dir}",
-        f"dashboard      tensorboard --logdir {output_dir}",
+        *(f"dashboard      {command}" for command in dashboards(loggers, output_dir)),
     ]
     log.info("\n".join(lines))  # to the console and the run's train.log
