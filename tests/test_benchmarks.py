@@ -87,3 +87,11 @@ def test_results_runs_each_recipe_over_seeds_and_writes_the_table(tmp_path):
     run_script("benchmarks/results.py", "--from-runs", *map(str, sweeps), "--out", str(again))
     rebuilt = [line for line in again.read_text().splitlines() if line.startswith("| `")]
     assert sorted(rebuilt) == sorted(rows)
+
+
+def test_loggers_times_each_tracker_against_the_first():
+    out = run_script("benchmarks/loggers.py", "trainer.max_epochs=1", "--rounds", "1", "--workloads", "default")
+    assert re.search(r"cores; 1 rounds, loggers alternating; extra overrides: trainer.max_epochs=1", out)
+    rows = [line for line in out.splitlines() if line.startswith("default ")]
+    assert [row.split()[1] for row in rows] == ["logger=tensorboard", "logger=mlflow"]
+    assert "(1.00 of tensorboard)" in rows[0] and re.search(r"\(\d\.\d\d of tensorboard\)  +\d+\.\d s a run", rows[1])
