@@ -22,9 +22,9 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock, Timeout
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -43,6 +43,7 @@ ORDER = {"completed": 0, "failed": 1, "unfinished": 2}
 def run_job(task: Callable[[DictConfig], float], cfg: DictConfig) -> float | None:
     """Run one sweep job; a failure or a non-finite objective is recorded and returns None instead of raising."""
     share_cores_with_parallel_jobs(HydraConfig.get().launcher)
+    give_each_parallel_job_a_gpu(HydraConfig.get().launcher, this_jobs_sweep_dir())
     number, started = HydraConfig.get().job.num, time.perf_counter()
     run_dir = RunDir(Path(cfg.paths.output_dir))
 
@@ -90,17 +91,66 @@ def record_failure(run_dir: RunDir, cfg: DictConfig, error: str, seconds: float)
     metrics.write(run_dir.metrics_file)
 
 
+def parallel_jobs(launcher: DictConfig) -> int:
+    """How many jobs run at once: 1 unless joblib runs them side by side (its -1 means one per core)."""
+    if "joblib" not in str(launcher.get("_target_", "")).lower():
+        return 1
+    n_jobs = int(launcher.n_jobs)
+    return max(1, usable_cores() + 1 + n_jobs if n_jobs < 0 else n_jobs)
+
+
 def share_cores_with_parallel_jobs(launcher: DictConfig) -> None:
     """Jobs run side by side by joblib split the cores between them instead of each taking them all."""
-    if "joblib" not in str(launcher.get("_target_", "")).lower():
+    parallel = parallel_jobs(launcher)
+    if parallel == 1:
         return
     import torch
 
     cores = usable_cores()
-    n_jobs = int(launcher.n_jobs)
-    parallel = max(1, cores + 1 + n_jobs if n_jobs < 0 else n_jobs)  # joblib's -1 means one per core
     torch.set_num_threads(max(1, cores // parallel))
     log.info(f"{parallel} jobs at once on {cores} cores: {torch.get_num_threads()} torch threads per job")
+
+
+_gpu_slot: FileLock | None = None  # held by this process (a joblib worker) for its life
+
+
+def give_each_parallel_job_a_gpu(launcher: DictConfig, sweep_dir: Path) -> None:
+    """Jobs run side by side on a machine with several GPUs: each worker process takes a free slot (0 to
+    jobs-1, a lock file the system releases if the worker dies) and sees one GPU, slot modulo the GPUs, through
+    CUDA_VISIBLE_DEVICES, set before CUDA starts in it. A worker keeps its slot for the jobs that follow."""
+    global _gpu_slot
+    parallel = parallel_jobs(launcher)
+    gpus = visible_gpus()
+    if _gpu_slot is not None or parallel == 1 or len(gpus) < 2:
+        return
+    _gpu_slot, slot = claim_slot(sweep_dir / ".gpu-slots", parallel)
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+    log.info(f"{parallel} jobs at once on {len(gpus)} GPUs: this worker has slot {slot}, GPU {gpus[slot % len(gpus)]}")
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them. Counting them does not start CUDA
+    (torch asks NVML), so the variable can still be narrowed afterwards."""
+    named = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if named is not None:
+        return [gpu.strip() for gpu in named.split(",") if gpu.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def claim_slot(folder: Path, slots: int) -> tuple[FileLock, int]:
+    """The first free slot of `slots`, waiting for one if all are taken (more workers than jobs at once)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        for slot in range(slots):
+            lock = FileLock(folder / f"slot-{slot}.lock")
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue
+            return lock, slot
+        time.sleep(0.5)
 
 
 def usable_cores() -> int:
@@ -122,22 +172,6 @@ class SweepSummary(Callback):
         if sweep_dir.is_dir():
             table = write_summary(sweep_dir)
             log.info(f"{table}\nsummary        {sweep_dir / 'summary.md'}, summary.csv, summary.png")
-
-
-@contextmanager
-def locked(sweep_dir: Path):
-    """One writer at a time: parallel jobs finish together and would rename over each other's files."""
-    with open(sweep_dir / ".summary.lock", "a+b") as lock:
-        if sys.platform == "win32":
-            import msvcrt
-
-            lock.seek(0)
-            msvcrt.locking(lock.fileno(), msvcrt.LK_LOCK, 1)  # retries for 10 s, then raises: jobs end in seconds
-        else:
-            import fcntl
-
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        yield  # the lock goes with the file's closing
 
 
 def collect(sweep_dir: Path) -> list[dict]:
@@ -182,7 +216,7 @@ def ranked(rows: list[dict]) -> list[dict]:
 
 def write_summary(sweep_dir: Path) -> str:
     """Write summary.csv, summary.md and summary.png under `sweep_dir`; return the Markdown."""
-    with locked(sweep_dir):
+    with FileLock(sweep_dir / ".summary.lock"):  # one writer at a time: parallel jobs finish together
         rows = ranked(collect(sweep_dir))
         shared = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()
         for row in rows:  # the table and plot show what tells the jobs apart; the CSV keeps them whole
