@@ -34,6 +34,7 @@ REFERENCES = {
     "mnist_cnn": (">= 99.50 %", "99.25 %: Keras example CNN; 99.31 %: a plain 4-epoch PyTorch CNN, measured here"),
     "mnist_rnn": (">= 99.10 %", "—"),
     "cifar10_cnn": (">= 92.0 % (JPEG copy)", "—"),
+    "cifar10_cpu": (">= 85.0 % (JPEG copy), <= 10 min on a 2-core CPU", "—"),
     "cifar10_speedrun": (">= 94.0 % (GPU)", "94.0 %: airbench `train94` (Jordan, 2024)"),
     "imdb_mlp": (">= 92.0 %", "91.6 %: NBSVM uni+bigrams (Wang & Manning, 2012, 91.2 %); TF-IDF + LR 90.7 %"),
     "imdb_cnn": (">= 90.0 %", "—"),
