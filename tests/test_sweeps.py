@@ -39,7 +39,8 @@ def sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """Three jobs, two at a time in joblib's worker processes; the last is a user's mistake; TensorBoard on."""
     root = tmp_path_factory.mktemp("sweep")
     parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
-    result = run_cli("-m", *parallel, "model=mlp", "model.dropout=0.0,0.2,2", "trainer.max_epochs=3", cwd=root)
+    marked = ["tags=[sweep,v2]", "notes=three dropouts"]
+    result = run_cli("-m", *parallel, *marked, "model=mlp", "model.dropout=0.0,0.2,2", "trainer.max_epochs=3", cwd=root)
     return the_sweep(root), result  # one sweep directory: the workers' jobs landed in the launcher's
 
 
@@ -189,6 +190,7 @@ def test_tensorboard_serves_each_runs_curves_images_and_hparams(sweep):
             job = group["name"].split("/")[0]
             metrics = json.loads((sweep_dir / job / "metrics.json").read_text())
             assert group["hparams"]["model.dropout"] == {"0": 0.0, "1": 0.2}[job]
+            assert group["hparams"]["tags"] == "sweep,v2" and group["hparams"]["notes"] == "three dropouts"
             assert group["hparams"]["model"] == "MLP" and group["hparams"]["optimizer.lr"] == 0.003
             final = {value["name"]["tag"]: value["value"] for value in group["metricValues"]}
             assert final["final/test_acc"] == pytest.approx(metrics["test"]["test/acc"])

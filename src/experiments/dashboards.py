@@ -31,8 +31,16 @@ SHOWN = 16  # misclassified examples shown
 
 
 class Dashboards(L.Callback):
-    def __init__(self, objective: str = "val/acc", test: bool = True, images_every_n_epochs: int = 10) -> None:
+    def __init__(
+        self,
+        objective: str = "val/acc",
+        test: bool = True,
+        images_every_n_epochs: int = 10,
+        tags: list[str] | None = None,
+        notes: str | None = None,
+    ) -> None:
         self.objective = objective
+        self.tags, self.notes = list(tags or []), notes or ""
         # Drawing takes a few tenths of a second: on every epoch it would double a short run's time.
         self.images_every_n_epochs = images_every_n_epochs
         self.test = test  # the HParams entry is written after the test when there is one, else after fit
@@ -134,7 +142,7 @@ class Dashboards(L.Callback):
         logger = tensorboard_logger(trainer)
         if logger is None:
             return
-        hparams = run_hparams(trainer, pl_module)
+        hparams = {**run_hparams(trainer, pl_module), "tags": ",".join(self.tags), "notes": self.notes}
         # Tags of their own: under their usual names these would add a step-0 point to each curve.
         metrics = {f"final/{key.replace('/', '_')}": value for key, value in self._final.items()}
         logger.log_hyperparams(hparams, metrics)
