@@ -259,25 +259,30 @@ def key(item) -> str:
 
 
 @pytest.mark.slow
-def test_wandb_offline_keeps_the_config_history_figures_tags_and_notes_in_the_run_folder(tmp_path):
-    result = run_cli(*SHORT, "logger=wandb", "tags=[smoke]", "notes=first", cwd=tmp_path, env={"WANDB_API_KEY": ""})
+def test_wandb_offline_keeps_each_jobs_config_history_figures_tags_and_notes_in_its_run_folder(tmp_path):
+    sweep = ("-m", "model.dropout=0.0,0.1", "logger=wandb", "tags=[smoke]", "notes=first")
+    result = run_cli(*sweep, *SHORT, cwd=tmp_path, env={"WANDB_API_KEY": ""})
     assert result.returncode == 0, result.stderr[-3000:]
-    (run_dir,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
-    (offline,) = (run_dir / "wandb").glob("offline-run-*")
-    records = wandb_records(next(offline.glob("run-*.wandb")))
-    (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
-    assert list(run.tags) == ["smoke"] and run.notes == "first" and run.display_name == run_dir.name
-    config = {key(u): json.loads(u.value_json) for r in records if r.HasField("config") for u in r.config.update}
-    assert config["model.width"] == 256 and config["trainer.max_epochs"] == 2
-    history = [{key(i): json.loads(i.value_json) for i in r.history.item} for r in records if r.HasField("history")]
-    assert [h["trainer/global_step"] for h in history if "val/acc" in h] == [19, 39]
-    local = json.loads((run_dir / "metrics.json").read_text())
-    (test,) = [h for h in history if "test/acc" in h]
-    assert test["test/acc"] == pytest.approx(local["test"]["test/acc"])
-    drawn = [h for h in history if "test/confusion_matrix/filenames" in h]
-    (image_file,) = drawn[0]["test/confusion_matrix/filenames"]
-    with Image.open(offline / "files" / image_file) as image:
-        image.verify()
-    assert json.loads((offline / "files" / "metrics.json").read_text()) == local
-    assert "max_epochs: 2" in (offline / "files" / "config.composed.yaml").read_text()
-    assert f"dashboard      wandb sync {offline}\n" in result.stdout + result.stderr
+    (sweep_dir,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
+    for job, dropout in (("0", 0.0), ("1", 0.1)):  # each job a run of its own, though both ran in one process
+        run_dir = sweep_dir / job
+        (offline,) = (run_dir / "wandb").glob("offline-run-*")
+        records = wandb_records(next(offline.glob("run-*.wandb")))
+        (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+        assert list(run.tags) == ["smoke"] and run.notes == "first" and run.run_group == sweep_dir.name
+        overrides = ["logger=wandb", f"model.dropout={dropout}", "model=mlp", "notes=first", "tags=[smoke]"]
+        assert run.display_name == ",".join([*overrides, "trainer.accelerator=cpu", "trainer.max_epochs=2"])
+        config = {key(u): json.loads(u.value_json) for r in records if r.HasField("config") for u in r.config.update}
+        assert config["model.dropout"] == dropout and config["trainer.max_epochs"] == 2
+        history = [{key(i): json.loads(i.value_json) for i in r.history.item} for r in records if r.HasField("history")]
+        assert [h["trainer/global_step"] for h in history if "val/acc" in h] == [19, 39]
+        local = json.loads((run_dir / "metrics.json").read_text())
+        (test,) = [h for h in history if "test/acc" in h]
+        assert test["test/acc"] == pytest.approx(local["test"]["test/acc"])
+        drawn = [h for h in history if "test/confusion_matrix/filenames" in h]
+        (image_file,) = drawn[0]["test/confusion_matrix/filenames"]
+        with Image.open(offline / "files" / image_file) as image:
+            image.verify()
+        assert json.loads((offline / "files" / "metrics.json").read_text()) == local
+        assert "max_epochs: 2" in (offline / "files" / "config.composed.yaml").read_text()
+        assert f"dashboard      wandb sync {offline}\n" in result.stdout + result.stderr

@@ -86,7 +86,11 @@ def wandb_logger(
 ):
     """Lightning's WandbLogger, offline unless asked otherwise: nothing leaves the machine until `wandb sync`."""
     require("wandb", "logger=wandb")
+    import wandb
     from lightning.pytorch.loggers import WandbLogger
+
+    if wandb.run is not None:  # an earlier job of this sweep, in this process, that failed: it would be reused
+        wandb.run.finish(exit_code=1)
 
     experiment, run, sweep = job_names()
     return WandbLogger(
@@ -170,6 +174,7 @@ def store_run_files(loggers: list, output_dir: Path, cfg: DictConfig) -> None:
             run = logger.experiment
             (Path(run.dir) / "config.composed.yaml").write_text(config)  # W&B keeps its own config.yaml there
             (Path(run.dir) / "metrics.json").write_bytes(metrics.read_bytes())
+            run.finish()  # now, not at exit: the next job of a sweep in this process starts a run of its own
 
 
 def dashboards(loggers: list, output_dir: Path) -> list[str]:

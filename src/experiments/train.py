@@ -96,8 +96,8 @@ def train(cfg: DictConfig) -> float:
         output_dir = Path(cfg.paths.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)  # absent when neither checkpoints nor a logger wrote there
         metrics.write(RunDir(output_dir).metrics_file)
-        store_run_files(trainer.loggers, output_dir, cfg)
         print_summary(metrics, output_dir, trainer.loggers)
+        store_run_files(trainer.loggers, output_dir, cfg)
     return objective
 
 
