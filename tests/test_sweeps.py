@@ -70,10 +70,12 @@ def test_a_failed_job_is_recorded_and_the_others_complete(sweep):
         assert float(row["objective"]) == pytest.approx(metrics["objective"]["value"])
     failed = json.loads((sweep_dir / "2" / "metrics.json").read_text())
     assert failed["status"] == "failed" and failed["error"] == BAD_DROPOUT
+    assert failed["tags"] == ["sweep", "v2"] and failed["notes"] == "three dropouts"  # a failed job's too
 
     markdown = (sweep_dir / "summary.md").read_text()
     assert markdown.startswith("3 jobs: 2 completed, 1 failed, 0 unfinished; ranked by val/acc (max)")
-    assert f"best: job {completed[0]['job']} model=mlp model.dropout=0." in markdown  # all its overrides
+    best = next(line for line in markdown.splitlines() if line.startswith(f"best: job {completed[0]['job']} "))
+    assert {"model=mlp", "tags=[sweep,v2]"} <= set(best.split()) and " model.dropout=0." in best  # all its overrides
     assert markdown.rstrip().splitlines()[-1].startswith("| 2 | model.dropout=2 |")
     assert markdown.rstrip().endswith(f"failed: {BAD_DROPOUT} |")
     with Image.open(sweep_dir / "summary.png") as plot:
