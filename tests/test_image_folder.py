@@ -22,7 +22,7 @@ from experiments.data.images import image_files, read_images
 from experiments.errors import UserError
 from experiments.train import train
 from tests.test_datasets import real
-from tests.test_reliability_config import run_main
+from tests.test_reliability_config import error_line_leaving_nothing
 
 SHAPES = ("circle", "square", "stripes")  # the class folders, sorted as the module sorts them
 
@@ -198,13 +198,7 @@ def test_an_image_broken_beyond_its_header_stops_a_streamed_epoch_in_one_line(tm
 
 def error_line(tmp_path: Path, monkeypatch, capsys, *overrides: str) -> str:
     """The one line `python -m experiments` ends with for a bad image folder; no run directory is left behind."""
-    work = tmp_path / "work"
-    work.mkdir()
-    code, stderr = run_main(work, monkeypatch, capsys, "data=image_folder", "logger=none", *overrides)
-    lines = stderr.strip().splitlines()
-    assert code == 2 and len(lines) == 1, stderr
-    assert [p for p in work.rglob("*") if p.is_file()] == []  # no run directory, no cache
-    return lines[0].removeprefix("error: ").removesuffix("  (EXPERIMENTS_DEBUG=1 shows the traceback)")
+    return error_line_leaving_nothing(tmp_path, monkeypatch, capsys, "data=image_folder", "logger=none", *overrides)
 
 
 def a_folder(tmp_path: Path, *classes: str) -> Path:

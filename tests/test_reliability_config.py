@@ -87,6 +87,17 @@ def run_main(tmp_path: Path, monkeypatch, capsys, *arguments: str) -> tuple[int,
     return exit_.value.code, capsys.readouterr().err
 
 
+def error_line_leaving_nothing(tmp_path: Path, monkeypatch, capsys, *arguments: str) -> str:
+    """The one line `python -m experiments ARGUMENTS` ends with, exit code 2, with no file left behind."""
+    work = tmp_path / "work"
+    work.mkdir()
+    code, stderr = run_main(work, monkeypatch, capsys, *arguments)
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1, stderr
+    assert [p for p in work.rglob("*") if p.is_file()] == []  # no run directory, no cache
+    return lines[0].removeprefix("error: ").removesuffix("  (EXPERIMENTS_DEBUG=1 shows the traceback)")
+
+
 # One of each kind in the fast tier (a value rule, a group option, a _target_, a net's and a schedule's own
 # check, the machine, a path); all of them in the full tier.
 FAST = {

@@ -20,7 +20,7 @@ from experiments.errors import UserError
 from experiments.train import train
 from tests.fixtures import NEGATIVE, POSITIVE, review
 from tests.test_datasets import real
-from tests.test_reliability_config import run_main
+from tests.test_reliability_config import error_line_leaving_nothing
 
 
 def reviews(n: int, seed: int = 0) -> list[tuple[str, bool]]:
@@ -146,13 +146,7 @@ def test_new_texts_are_encoded_with_the_runs_vocabulary(tmp_path):
 
 
 def error_line(tmp_path: Path, monkeypatch, capsys, *overrides: str) -> str:
-    work = tmp_path / "work"
-    work.mkdir()
-    code, stderr = run_main(work, monkeypatch, capsys, "data=text_csv", "logger=none", *overrides)
-    lines = stderr.strip().splitlines()
-    assert code == 2 and len(lines) == 1, stderr
-    assert [p for p in work.rglob("*") if p.is_file()] == []  # no run directory, no cache
-    return lines[0].removeprefix("error: ").removesuffix("  (EXPERIMENTS_DEBUG=1 shows the traceback)")
+    return error_line_leaving_nothing(tmp_path, monkeypatch, capsys, "data=text_csv", "logger=none", *overrides)
 
 
 def binary(tmp: Path) -> Path:
