@@ -120,8 +120,10 @@ def give_each_parallel_job_a_gpu(launcher: DictConfig, sweep_dir: Path) -> None:
     CUDA_VISIBLE_DEVICES, set before CUDA starts in it. A worker keeps its slot for the jobs that follow."""
     global _gpu_slot
     parallel = parallel_jobs(launcher)
+    if _gpu_slot is not None or parallel == 1:  # before counting GPUs: every job of every sweep comes here
+        return
     gpus = visible_gpus()
-    if _gpu_slot is not None or parallel == 1 or len(gpus) < 2:
+    if len(gpus) < 2:
         return
     _gpu_slot, slot = claim_slot(sweep_dir / ".gpu-slots", parallel)
     os.environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
