@@ -162,7 +162,8 @@ def log_config(loggers: list, cfg: DictConfig) -> None:
 
 
 def store_run_files(loggers: list, output_dir: Path, cfg: DictConfig) -> None:
-    """The run's metrics.json and composed config, kept by the trackers that store files."""
+    """The run's metrics.json and composed config, kept by the trackers that store files; the last thing a run
+    tells them, so W&B's run is finished here."""
     from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
 
     metrics, config = output_dir / "metrics.json", OmegaConf.to_yaml(cfg, resolve=True)
