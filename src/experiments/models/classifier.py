@@ -153,8 +153,9 @@ class Classifier(L.LightningModule):
         self.graphed_training = None  # its graphs hold their own memory; the test runs eagerly
 
     def on_fit_start(self) -> None:
-        # A net may set something from the training data before the first step (the naive-Bayes feature
-        # weights of the text bag). It depends on the data alone, so a resumed run recomputes the same.
+        # A net may set something from the training data before the first step (the naive-Bayes weights of
+        # the text nets); None where it has nothing to set. It depends on the data alone, so a resumed run
+        # recomputes the same.
         fit_to_training_data = getattr(self.net, "fit_to_training_data", None)
         if fit_to_training_data is not None:
             fit_to_training_data(*training_tensors(self.trainer.datamodule))
