@@ -284,8 +284,8 @@ def groups_as_markdown(groups: list[dict], metrics: list[str]) -> str:
     header = ["group", "n", "objective", *metrics, "jobs"]
     lines = [
         "",
-        f"Over seeds: {len(groups)} groups of jobs that differ only in `seed`, best first; mean ± standard deviation"
-        " over each group's completed jobs (n).",
+        f"Over seeds: {len(groups)} {'group' if len(groups) == 1 else 'groups'} of jobs that differ only in `seed`,"
+        " best first; mean ± standard deviation over each group's completed jobs (n).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
