@@ -3,13 +3,14 @@ accuracy beside the published or measured reference it is held against.
 
     python benchmarks/results.py                                   # every recipe, seeds 0 1 2, then docs/results.md
     python benchmarks/results.py --recipes mnist_mlp imdb_mlp      # some of them
-    python benchmarks/results.py --from-runs outputs/train/multiruns/<sweep> ...   # runs made before
+    python benchmarks/results.py --from-runs outputs/results/<time>/<recipe> ...   # runs made before, any recipe
     python benchmarks/results.py --quick --out /tmp/results.md     # each recipe briefly: the pipeline, not the figures
 
 Each recipe is one sweep of the command line, `python -m experiments -m experiment=<recipe> seed=0,1,2`, so a
 recipe's figure is what a user gets from that command; the sweep's summary groups the seeds (sweep.py).
 Extra arguments are passed on to every sweep (e.g. `trainer.precision=bf16-mixed`) and shown in the table;
-the sweeps stay under outputs/results/ for a later `--from-runs`.
+the sweeps stay under outputs/results/ for a later `--from-runs`, which reads sweeps and single runs alike, merges
+those of one recipe (seeds run at different times) and lists every recipe, the ones without runs as not measured.
 """
 
 from __future__ import annotations
@@ -60,10 +61,10 @@ def run_recipe(recipe: str, seeds: list[int], sweep_dir: Path, extra: list[str])
     subprocess.run(command, check=True)
 
 
-def figures(sweep_dir: Path) -> dict:
-    """Test accuracy (mean, std, n), wall seconds per run (mean) over the completed jobs of a sweep, and the
-    overrides its jobs share beyond the recipe, the seed and where files go."""
-    overrides = sorted(sweep_dir.glob("**/.hydra/overrides.yaml"))
+def figures(run_dirs: list[Path]) -> dict:
+    """Test accuracy (mean, std, n), wall seconds per run (mean) over the completed runs under these folders
+    (sweeps or single runs), and the overrides they share beyond the recipe, the seed and where files go."""
+    overrides = sorted(path for run_dir in run_dirs for path in run_dir.glob("**/.hydra/overrides.yaml"))
     runs = [RunDir(path.parents[1]) for path in overrides]
     done = [Metrics.read(r.metrics_file) for r in runs if r.metrics_file.is_file()]
     done = [m for m in done if m.status == "completed" and "test/acc" in m.test]
@@ -78,13 +79,20 @@ def figures(sweep_dir: Path) -> dict:
     }
 
 
+def recipe_of(run_dir: Path) -> str:
+    """The recipe a sweep or run was made with (its `experiment=` override), else the folder's name."""
+    overrides = next(run_dir.glob("**/.hydra/overrides.yaml"), None)
+    chosen = [o for o in (OmegaConf.load(overrides) if overrides else []) if o.startswith("experiment=")]
+    return chosen[0].split("=", 1)[1] if chosen else run_dir.name
+
+
 def shared_overrides(files: list[Path]) -> list[str]:
     where = ("experiment=", "seed=", "hydra.", "paths.")
     chosen = [{o for o in OmegaConf.load(path) if not o.startswith(where)} for path in files]
     return sorted(set.intersection(*chosen)) if chosen else []
 
 
-def as_markdown(rows: dict[str, dict], machine: str, when: str, command: str) -> str:
+def as_markdown(rows: dict[str, dict | None], machine: str, when: str, command: str) -> str:
     lines = [
         "# Results",
         "",
@@ -96,6 +104,9 @@ def as_markdown(rows: dict[str, dict], machine: str, when: str, command: str) ->
     ]
     for recipe, row in rows.items():
         target, reference = REFERENCES.get(recipe, ("—", "—"))
+        if row is None:
+            lines.append(f"| `{recipe}` | not measured | — | — | {target} | {reference} | — |")
+            continue
         accuracy = "failed" if row["mean"] is None else f"{100 * row['mean']:.2f} %"
         if row["std"] is not None:
             accuracy += f" ± {100 * row['std']:.2f}"
@@ -110,24 +121,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipes", nargs="+", default=None, help="recipe names (default: all in conf/experiment)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--from-runs", nargs="+", type=Path, help="sweep directories to read instead of running")
+    parser.add_argument("--from-runs", nargs="+", type=Path, help="sweep or run directories to read instead of running")
     parser.add_argument("--quick", action="store_true", help="each recipe for a few batches: a check of the pipeline")
     root = Path(__file__).resolve().parents[1]
     parser.add_argument("--out", type=Path, default=root / "docs" / "results.md")
     parser.add_argument("--runs", type=Path, default=root / "outputs" / "results", help="where the sweeps are kept")
     args, extra = parser.parse_known_args()
-    rows = {}
+    rows: dict[str, dict | None] = {}
     if args.from_runs:
-        for sweep_dir in args.from_runs:
-            overrides = next(sweep_dir.glob("**/.hydra/overrides.yaml"), None)
-            chosen = [o for o in (OmegaConf.load(overrides) if overrides else []) if o.startswith("experiment=")]
-            rows[chosen[0].split("=", 1)[1] if chosen else sweep_dir.name] = figures(sweep_dir)
+        by_recipe: dict[str, list[Path]] = {}
+        for run_dir in args.from_runs:
+            by_recipe.setdefault(recipe_of(run_dir), []).append(run_dir)
+        rows = {recipe: figures(by_recipe[recipe]) if recipe in by_recipe else None for recipe in recipes()}
+        rows |= {recipe: figures(dirs) for recipe, dirs in by_recipe.items() if recipe not in rows}
     else:
         started = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         for recipe in args.recipes or recipes():
             sweep_dir = args.runs / started / recipe
             run_recipe(recipe, args.seeds, sweep_dir, (QUICK if args.quick else []) + extra)
-            rows[recipe] = figures(sweep_dir)
+            rows[recipe] = figures([sweep_dir])
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     command = "python " + " ".join(["benchmarks/results.py", *sys.argv[1:]])
     args.out.parent.mkdir(parents=True, exist_ok=True)
