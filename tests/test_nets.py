@@ -221,36 +221,12 @@ def test_naive_bayes_weights_are_smoothed_log_count_ratios():
     torch.testing.assert_close(reloaded.encode.feature_weights, weights)
 
 
-@pytest.mark.parametrize("name", ["cnn", "rnn"])
-def test_sequence_nets_read_each_tokens_naive_bayes_ratio_as_one_channel_more(name):
-    spec = {**TEXT_SPEC, "seq_len": 4}
-    net = build_net({"_target_": NETS[name], "naive_bayes": True, "embedding_dim": 5}, spec)
-    tokens = torch.tensor([[3, 5, 0, 0], [3, 3, 5, 0], [4, 5, 0, 0]])  # 3 twice in one review: counted once
-    net.fit_to_training_data(tokens, torch.tensor([1, 1, 0]))
-    positive = torch.ones(spec["vocab_size"]).index_add_(0, torch.tensor([3, 5, 3, 5]), torch.ones(4))
-    negative = torch.ones(spec["vocab_size"]).index_add_(0, torch.tensor([4, 5]), torch.ones(2))
-    expected = ((positive / positive.sum()) / (negative / negative.sum())).log()
-    expected[spec["pad_index"]] = 0.0  # padding carries no polarity
-    torch.testing.assert_close(net.embed.log_ratios, expected)
-    embedded = net.embed(tokens)
-    assert embedded.shape == (3, 4, 6)
-    torch.testing.assert_close(embedded[..., 5], expected[tokens])
-    assert net(tokens).shape == (3, 2)
-    reloaded = build_net({"_target_": NETS[name], "naive_bayes": True, "embedding_dim": 5}, spec)
-    reloaded.load_state_dict(net.state_dict())  # the ratios travel with the checkpoint
-    torch.testing.assert_close(reloaded.embed.log_ratios, expected)
-
-
-@pytest.mark.parametrize("name", ["mlp", "cnn", "rnn"])
 @pytest.mark.parametrize("spec", ["text", "mnist"])
-def test_a_net_without_naive_bayes_asks_for_no_training_data(name, spec):
+def test_an_mlp_without_naive_bayes_asks_for_no_training_data(spec):
     # None tells the classifier not to ask the data for its whole training split, which streamed data lacks.
-    net = build_net({"_target_": NETS[name]}, SPECS[spec])
-    assert net.fit_to_training_data is None
-    if spec == "text" and name != "mlp":  # the embedding keeps its name from before the ratio channel
-        assert "embed.weight" in net.state_dict() and "embed.log_ratios" not in net.state_dict()
-    with_ratios = build_net({"_target_": NETS[name], "naive_bayes": True}, SPECS[spec])
-    assert (with_ratios.fit_to_training_data is None) == (spec != "text")
+    assert build_net({"_target_": NETS["mlp"]}, SPECS[spec]).fit_to_training_data is None
+    with_weights = build_net({"_target_": NETS["mlp"], "naive_bayes": True}, SPECS[spec])
+    assert (with_weights.fit_to_training_data is None) == (spec != "text")
 
 
 @pytest.mark.parametrize("name", ["AdamW", "Adam"])

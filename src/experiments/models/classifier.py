@@ -154,7 +154,7 @@ class Classifier(L.LightningModule):
 
     def on_fit_start(self) -> None:
         # A net may set something from the training data before the first step (the naive-Bayes weights of
-        # the text nets); None where it has nothing to set. It depends on the data alone, so a resumed run
+        # the text MLP); None where it has nothing to set. It depends on the data alone, so a resumed run
         # recomputes the same.
         fit_to_training_data = getattr(self.net, "fit_to_training_data", None)
         if fit_to_training_data is not None:

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from experiments.checks import boolean, integer, number, one_of, positive_integers, require
-from experiments.models.nets.blocks import ACTIVATIONS, TokenEmbedding, make_activation
+from experiments.models.nets.blocks import ACTIVATIONS, make_activation
 
 
 class CNN(nn.Module):
@@ -32,7 +32,6 @@ class CNN(nn.Module):
         activation: str = "relu",
         dropout: float = 0.1,
         embedding_dim: int = 64,
-        naive_bayes: bool = False,
     ) -> None:
         super().__init__()
         require(
@@ -45,19 +44,16 @@ class CNN(nn.Module):
             activation=(activation, one_of(*ACTIVATIONS)),
             dropout=(dropout, number(0.0, 1.0)),
             embedding_dim=(embedding_dim, integer(1)),
-            naive_bayes=(naive_bayes, boolean),
         )
         self.is_text = spec["kind"] == "text"
         if self.is_text:
-            self.embed = TokenEmbedding(spec["vocab_size"], embedding_dim, spec["pad_index"], naive_bayes)
+            self.embed = nn.Embedding(spec["vocab_size"], embedding_dim, padding_idx=spec["pad_index"])
             conv, norm, pools = nn.Conv1d, nn.BatchNorm1d, {"max": nn.MaxPool1d, "avg": nn.AvgPool1d}
             self.pad_index = spec["pad_index"]
-            in_channels, size = self.embed.dim, [spec["seq_len"]]
+            in_channels, size = embedding_dim, [spec["seq_len"]]
         else:
             conv, norm, pools = nn.Conv2d, nn.BatchNorm2d, {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
             in_channels, size = spec["shape"][0], list(spec["shape"][1:])
-        # Fills the ratios from the whole training split before the first step (Classifier.on_fit_start).
-        self.fit_to_training_data = self.embed.fit_to_training_data if self.is_text and naive_bayes else None
         layers: list[nn.Module] = []
         self.halvings = 0
         for out_channels in channels:

@@ -9,7 +9,7 @@ from torch import nn
 
 from experiments.checks import boolean, integer, number, one_of, require
 from experiments.errors import UserError
-from experiments.models.nets.blocks import ACTIVATIONS, distinct_per_row, make_activation, naive_bayes_log_ratios
+from experiments.models.nets.blocks import ACTIVATIONS, make_activation
 
 POOLINGS = ("mean", "l2")
 
@@ -61,15 +61,29 @@ class BagOfEmbeddings(nn.Module):
             ngram_ids = self.vocab_size + hashed % self.ngram_buckets
             pieces.append(ngram_ids.masked_fill(is_pad, self.pad_index))
         ids = torch.cat(pieces, dim=1)
-        return distinct_per_row(ids, self.pad_index) if self.binary else ids
+        if self.binary:  # sorted, a repeat sits next to its first occurrence: blank it out as padding
+            ids = ids.sort(dim=1).values
+            ids[:, 1:] = ids[:, 1:].masked_fill(ids[:, 1:] == ids[:, :-1], self.pad_index)
+        return ids
 
-    def fit_to_training_data(self, tokens: torch.Tensor, labels: torch.Tensor) -> None:
-        """Set the naive-Bayes feature weights from the training reviews (labels 0 and 1)."""
+    @torch.no_grad()
+    def fit_to_training_data(self, tokens: torch.Tensor, labels: torch.Tensor, chunk: int = 1024) -> None:
+        """Set the naive-Bayes feature weights from the training reviews (labels 0 and 1), smoothed by one."""
         if self.feature_weights is None:
             return
-        rows, device = len(self.feature_weights), self.feature_weights.device
-        ratios = naive_bayes_log_ratios(self.feature_ids, tokens, labels, rows, self.pad_index, device)
-        self.feature_weights.copy_(ratios)
+        if labels.max() > 1:
+            raise ValueError("naive-Bayes feature weights need two classes")
+        device = self.feature_weights.device
+        counts = torch.ones(2, len(self.feature_weights), device=device)
+        for start in range(0, len(labels), chunk):
+            ids = self.feature_ids(tokens[start : start + chunk].to(device))
+            label = labels[start : start + chunk].to(device).view(-1, 1).expand_as(ids)
+            real = ids != self.pad_index
+            counts.view(-1).index_add_(
+                0, label[real] * counts.shape[1] + ids[real], torch.ones_like(ids[real], dtype=counts.dtype)
+            )
+        ratios = counts / counts.sum(dim=1, keepdim=True)
+        self.feature_weights.copy_((ratios[1] / ratios[0]).log())
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         ids = self.feature_ids(tokens)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from experiments.checks import boolean, integer, number, one_of, require
-from experiments.models.nets.blocks import TokenEmbedding, token_lengths
+from experiments.models.nets.blocks import token_lengths
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 POOLINGS = ("last", "max")
@@ -39,7 +39,6 @@ class RNN(nn.Module):
         dropout: float = 0.0,
         embedding_dim: int = 64,
         pooling: str = "last",
-        naive_bayes: bool = False,
     ) -> None:
         super().__init__()
         require(
@@ -51,18 +50,15 @@ class RNN(nn.Module):
             dropout=(dropout, number(0.0, 1.0)),
             embedding_dim=(embedding_dim, integer(1)),
             pooling=(pooling, one_of(*POOLINGS)),
-            naive_bayes=(naive_bayes, boolean),
         )
         self.is_text, self.pooling = spec["kind"] == "text", pooling
         if self.is_text:
             self.pad_index = spec["pad_index"]
-            self.embed = TokenEmbedding(spec["vocab_size"], embedding_dim, self.pad_index, naive_bayes)
-            input_size = self.embed.dim
+            self.embed = nn.Embedding(spec["vocab_size"], embedding_dim, padding_idx=self.pad_index)
+            input_size = embedding_dim
         else:
             channels, _, width = spec["shape"]
             input_size = channels * width  # one step per image row
-        # Fills the ratios from the whole training split before the first step (Classifier.on_fit_start).
-        self.fit_to_training_data = self.embed.fit_to_training_data if self.is_text and naive_bayes else None
         directions = 2 if bidirectional else 1
         self.layers = nn.ModuleList()
         for _ in range(num_layers):
