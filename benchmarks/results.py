@@ -4,13 +4,18 @@ accuracy beside the published or measured reference it is held against.
     python benchmarks/results.py                                   # every recipe, seeds 0 1 2, then docs/results.md
     python benchmarks/results.py --recipes mnist_mlp imdb_mlp      # some of them
     python benchmarks/results.py --from-runs outputs/results/<time>/<recipe> ...   # runs made before, any recipe
-    python benchmarks/results.py --quick --out /tmp/results.md     # each recipe briefly: the pipeline, not the figures
+    python benchmarks/results.py --quick                           # each recipe briefly: the pipeline, not the figures
 
 Each recipe is one sweep of the command line, `python -m experiments -m experiment=<recipe> seed=0,1,2`, so a
 recipe's figure is what a user gets from that command; the sweep's summary groups the seeds (sweep.py).
 Extra arguments are passed on to every sweep (e.g. `trainer.precision=bf16-mixed`) and shown in the table;
-the sweeps stay under outputs/results/ for a later `--from-runs`, which reads sweeps and single runs alike, merges
-those of one recipe (seeds run at different times) and lists every recipe, the ones without runs as not measured.
+the sweeps stay under outputs/results/ for a later `--from-runs`, which reads sweeps and single runs alike and
+merges those of one recipe (seeds run at different times). The table lists every recipe: the ones measured or
+read this time get new rows, the others keep the rows they had, so one recipe can be measured again on its own.
+Each row names the machine and the day its runs ended: the day from their files, the machine this script runs
+on (runs do not record theirs: read them where they were made). A recipe never measured is listed as such.
+`--quick` writes its table beside its sweeps unless `--out` says otherwise: a pipeline check never replaces
+measured rows.
 """
 
 from __future__ import annotations
@@ -71,7 +76,8 @@ def figures(run_dirs: list[Path]) -> dict:
     (sweeps or single runs), and the overrides they share beyond the recipe, the seed and where files go."""
     overrides = sorted(path for run_dir in run_dirs for path in run_dir.glob("**/.hydra/overrides.yaml"))
     runs = [RunDir(path.parents[1]) for path in overrides]
-    done = [Metrics.read(r.metrics_file) for r in runs if r.metrics_file.is_file()]
+    written = [r.metrics_file for r in runs if r.metrics_file.is_file()]
+    done = [Metrics.read(path) for path in written]
     done = [m for m in done if m.status == "completed" and "test/acc" in m.test]
     accuracies = [m.test["test/acc"] for m in done]
     return {
@@ -81,7 +87,12 @@ def figures(run_dirs: list[Path]) -> dict:
         "std": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
         "seconds": statistics.fmean(m.wall_seconds for m in done if m.wall_seconds) if done else None,
         "overrides": shared_overrides(overrides),
+        "day": max((utc_day(path.stat().st_mtime) for path in written), default="—"),  # when the last one ended
     }
+
+
+def utc_day(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime("%Y-%m-%d")
 
 
 def recipe_of(run_dir: Path) -> str:
@@ -97,29 +108,44 @@ def shared_overrides(files: list[Path]) -> list[str]:
     return sorted(set.intersection(*chosen)) if chosen else []
 
 
-def as_markdown(rows: dict[str, dict | None], machine: str, when: str, command: str) -> str:
+COLUMNS = ["recipe", "test accuracy", "n", "time per run", "measured on", "target", "reference", "overrides"]
+MEASURED = slice(1, 5)  # the cells a row's runs give; target and reference come from REFERENCES
+
+
+def measured_cells(row: dict, machine: str) -> list[str]:
+    accuracy = "failed" if row["mean"] is None else f"{100 * row['mean']:.2f} %"
+    if row["std"] is not None:
+        accuracy += f" ± {100 * row['std']:.2f}"
+    seconds = f"{row['seconds']:.0f} s" if row["seconds"] is not None else "—"
+    overrides = " ".join(f"`{o}`" for o in row["overrides"]) or "—"
+    return [accuracy, f"{row['n']}/{row['of']}", seconds, f"{machine}, {row['day']}", overrides]
+
+
+def kept_cells(table: Path) -> dict[str, list[str]]:
+    """The measured cells of each recipe's row in a table this script wrote before (none if it has no file)."""
+    kept = {}
+    for line in table.read_text().splitlines() if table.is_file() else []:
+        cells = [cell.strip() for cell in line.strip("| ").split(" | ")]
+        if line.startswith("| `") and len(cells) == len(COLUMNS) and cells[1] != "not measured":
+            kept[cells[0].strip("`")] = [*cells[MEASURED], cells[-1]]
+    return kept
+
+
+def as_markdown(rows: dict[str, list[str] | None], command: str) -> str:
     lines = [
         "# Results",
         "",
-        f"Test accuracy on each dataset's official test split, mean ± standard deviation over seeds (n runs),"
-        f" and the wall time of one run (mean), with whatever else shared the machine then. {machine}, {when}."
-        f" Regenerated by `{command}`.",
+        "Test accuracy on each dataset's official test split, mean ± standard deviation over seeds (n runs), and"
+        " the wall time of one run (mean), with whatever else shared the machine then; each row names the machine"
+        f" and the day its runs were made. Last updated by `{command}`.",
         "",
-        "| recipe | test accuracy | n | time per run | target | reference | overrides |",
-        "|---|---|---|---|---|---|---|",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
     ]
-    for recipe, row in rows.items():
+    for recipe, measured in rows.items():
         target, reference = REFERENCES.get(recipe, ("—", "—"))
-        if row is None:
-            lines.append(f"| `{recipe}` | not measured | — | — | {target} | {reference} | — |")
-            continue
-        accuracy = "failed" if row["mean"] is None else f"{100 * row['mean']:.2f} %"
-        if row["std"] is not None:
-            accuracy += f" ± {100 * row['std']:.2f}"
-        seconds = f"{row['seconds']:.0f} s" if row["seconds"] is not None else "—"
-        overrides = " ".join(f"`{o}`" for o in row["overrides"]) or "—"
-        cells = [f"`{recipe}`", accuracy, f"{row['n']}/{row['of']}", seconds, target, reference, overrides]
-        lines.append("| " + " | ".join(cells) + " |")
+        *figures_, overrides = measured or ["not measured", "—", "—", "—", "—"]
+        lines.append("| " + " | ".join([f"`{recipe}`", *figures_, target, reference, overrides]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -130,27 +156,29 @@ def main() -> None:
     parser.add_argument("--from-runs", nargs="+", type=Path, help="sweep or run directories to read instead of running")
     parser.add_argument("--quick", action="store_true", help="each recipe for a few batches: a check of the pipeline")
     root = Path(__file__).resolve().parents[1]
-    parser.add_argument("--out", type=Path, default=root / "docs" / "results.md")
+    parser.add_argument("--out", type=Path, help="default: docs/results.md; with --quick, beside its sweeps")
     parser.add_argument("--runs", type=Path, default=root / "outputs" / "results", help="where the sweeps are kept")
     args, extra = parser.parse_known_args()
-    rows: dict[str, dict | None] = {}
+    started = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    out = args.out or (args.runs / started / "results.md" if args.quick else root / "docs" / "results.md")
+    measured: dict[str, dict] = {}
     if args.from_runs:
         by_recipe: dict[str, list[Path]] = {}
         for run_dir in args.from_runs:
             by_recipe.setdefault(recipe_of(run_dir), []).append(run_dir)
-        rows = {recipe: figures(by_recipe[recipe]) if recipe in by_recipe else None for recipe in recipes()}
-        rows |= {recipe: figures(dirs) for recipe, dirs in by_recipe.items() if recipe not in rows}
+        measured = {recipe: figures(dirs) for recipe, dirs in by_recipe.items()}
     else:
-        started = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         for recipe in args.recipes or recipes():
             sweep_dir = args.runs / started / recipe
             run_recipe(recipe, args.seeds, sweep_dir, (QUICK if args.quick else []) + extra)
-            rows[recipe] = figures([sweep_dir])
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            measured[recipe] = figures([sweep_dir])
+    # A pipeline check lists what it ran; a measurement keeps the rows of every recipe it did not measure.
+    rows: dict[str, list[str] | None] = {} if args.quick else {recipe: None for recipe in recipes()} | kept_cells(out)
+    rows |= {recipe: measured_cells(row, cpu()) for recipe, row in measured.items()}
     command = "python " + " ".join(["benchmarks/results.py", *sys.argv[1:]])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(as_markdown(rows, cpu(), when, command))
-    print(args.out.read_text())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(as_markdown(dict(sorted(rows.items())), command))
+    print(out.read_text())
 
 
 if __name__ == "__main__":
