@@ -12,8 +12,9 @@ Extra arguments are passed on to every sweep (e.g. `trainer.precision=bf16-mixed
 the sweeps stay under outputs/results/ for a later `--from-runs`, which reads sweeps and single runs alike and
 merges those of one recipe (seeds run at different times). The table lists every recipe: the ones measured or
 read this time get new rows, the others keep the rows they had, so one recipe can be measured again on its own.
-Each row names the machine and the day its runs ended: the day from their files, the machine this script runs
-on (runs do not record theirs: read them where they were made). A recipe never measured is listed as such.
+Each row names the machine and the day its runs ended: the day their metrics.json files were written (copy runs
+with their times, `cp -a`), the machine this script runs on (runs do not record theirs: read them where they
+were made). A recipe never measured is listed as such.
 `--quick` writes its table beside its sweeps unless `--out` says otherwise: a pipeline check never replaces
 measured rows.
 """
