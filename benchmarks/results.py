@@ -31,6 +31,7 @@ from pathlib import Path
 from machine import cpu
 from omegaconf import OmegaConf
 
+from experiments.atomic import written_atomically
 from experiments.config import config_dir
 from experiments.runs import Metrics, RunDir
 
@@ -145,7 +146,7 @@ def as_markdown(rows: dict[str, list[str] | None], command: str) -> str:
     ]
     for recipe, measured in rows.items():
         target, reference = REFERENCES.get(recipe, ("—", "—"))
-        *figures_, overrides = measured or ["not measured", "—", "—", "—", "—"]
+        *figures_, overrides = measured or ["not measured", *["—"] * (MEASURED.stop - MEASURED.start)]
         lines.append("| " + " | ".join([f"`{recipe}`", *figures_, target, reference, overrides]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -178,7 +179,8 @@ def main() -> None:
     rows |= {recipe: measured_cells(row, cpu()) for recipe, row in measured.items()}
     command = "python " + " ".join(["benchmarks/results.py", *sys.argv[1:]])
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(as_markdown(dict(sorted(rows.items())), command))
+    with written_atomically(out) as temporary:  # the table now holds rows it read: never leave it half-written
+        temporary.write_text(as_markdown(dict(sorted(rows.items())), command))
     print(out.read_text())
 
 
