@@ -28,11 +28,11 @@ from lightning.pytorch import callbacks
 from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities.signature_utils import is_param_in_hook_signature
 
-from experiments import recovery
-from experiments.config import compose
-from experiments.lightning_internals import FastPath, NoProfiler
+from experiments.core.config import compose
+from experiments.core.lightning_internals import FastPath, NoProfiler
 from experiments.models.classifier import Classifier, FastClassifier
-from experiments.train import train
+from experiments.run import recovery
+from experiments.run.task import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # synthetic.SyntheticMNIST for `_target_`
 DEFAULT = ["data=mnist", "model=mlp", "model.width=8", "model.depth=1", "data.batch_size=16"]

@@ -92,8 +92,8 @@ def write_official_batches(folder: Path, train_x, train_y, test_x, test_y) -> No
 
 def ours(data_dir: Path, output_dir: Path, *extra: str) -> tuple[float, float]:
     """One whole run of the recipe: (seconds, test accuracy)."""
-    from experiments.config import compose
-    from experiments.train import train
+    from experiments.core.config import compose
+    from experiments.run.task import train
 
     overrides = ["experiment=cifar10_speedrun", f"paths.data_dir={data_dir}", f"paths.output_dir={output_dir}"]
     cfg = compose([*overrides, "trainer.accelerator=gpu", *extra])

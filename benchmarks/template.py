@@ -18,8 +18,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision import transforms
 
-from experiments.callbacks import Throughput
 from experiments.models.nets import build_net
+from experiments.reporting.callbacks import Throughput
 
 
 class PerSampleImages(Dataset):

@@ -9,7 +9,7 @@
 
 In one process, each round measures the paths one after another on the same net, batch size,
 optimiser and data, and each measurement is the second epoch of `steps` batches (the first is warm-up):
-  (a) project   `experiments.train.train` with the recipe's config: the real Classifier, DataModule,
+  (a) project   `experiments.run.task.train` with the recipe's config: the real Classifier, DataModule,
                 Trainer, default callbacks and TensorBoard logger, exactly what `python -m experiments`
                 runs; its figure is the one the run writes to metrics.json (`samples_per_second`).
   (b) plain     a hand-written PyTorch loop: the same net, optimiser and schedule from the project's
@@ -36,8 +36,8 @@ from pathlib import Path
 
 import torch
 
-from experiments.config import compose
-from experiments.cuda_checks import plain_cuda_checks
+from experiments.core.config import compose
+from experiments.run.nvml import plain_cuda_checks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder's helpers, for `_target_` too
 
@@ -74,7 +74,7 @@ def project_throughput(overrides: list[str], output_dir: Path) -> float:
     """(a): a whole `python -m experiments` run in-process, two epochs; its metrics.json figure."""
     import json
 
-    from experiments.train import train
+    from experiments.run.task import train
 
     cfg = compose([*overrides, "trainer.max_epochs=2", "test=false", f"paths.output_dir={output_dir}"])
     train(cfg)
@@ -89,7 +89,7 @@ class Reference:
         from experiments.models.classifier import prepare_net
         from experiments.models.nets import build_net
         from experiments.models.optim import build_optimizer, build_scheduler
-        from experiments.train import plain
+        from experiments.run.task import plain
 
         self.net = build_net(plain(cfg.model), data.spec).to(device)
         prepare_net(self.net, device, compile=cfg.compile)  # channels-last on GPUs, as a run does
@@ -133,7 +133,7 @@ def plain_throughput(cfg, data, device: torch.device, precision: str, steps: int
         return samples
 
     # As in a process that never imported Lightning: torch's own CUDA availability check, which every
-    # optimiser step makes (Lightning's import switches it to a driver query: src/experiments/cuda_checks.py).
+    # optimiser step makes (Lightning's import switches it to a driver query: src/experiments/run/nvml.py).
     with plain_cuda_checks(device):
         epoch()  # warm-up
         synchronize(device)
@@ -148,7 +148,7 @@ def bare_lightning_throughput(cfg, data, device: torch.device, precision: str, s
     logger, progress bar, checkpoints or validation. What Lightning's own step costs, before ours."""
     import lightning as L
 
-    from experiments.callbacks import Throughput
+    from experiments.reporting.callbacks import Throughput
 
     reference = Reference(cfg, data, device, precision, steps)
 
@@ -212,7 +212,7 @@ def main() -> None:
     from hydra.utils import instantiate
     from template import template_throughput
 
-    from experiments.trainer import pick_precision
+    from experiments.run.trainer import pick_precision
 
     device = torch.device(args.device)
     accelerator = "gpu" if args.device == "cuda" else "cpu"

@@ -14,8 +14,8 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from experiments.config import compose
-from experiments.recovery import load_checkpoint
+from experiments.core.config import compose
+from experiments.run.recovery import load_checkpoint
 
 os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the CLI subprocesses
 torch.set_num_threads(1)
@@ -85,8 +85,8 @@ def finished_run(tmp_path_factory) -> tuple[Path, dict]:
     """A short run of the MLP on the digits, laid out as the command line leaves it: (its directory, metrics)."""
     from omegaconf import OmegaConf
 
-    from experiments.config import compose
-    from experiments.train import train
+    from experiments.core.config import compose
+    from experiments.run.task import train
 
     run_dir = tmp_path_factory.mktemp("run")
     cfg = compose([f"paths.output_dir={run_dir}", "model=mlp", "trainer.max_epochs=2"])

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(
 # own (returned to the kernel on free, and mapped and faulted in afresh by the next step).
 PROBE = """
 import sys, torch
-from experiments.allocator import keep_freed_memory
+from experiments.run.allocator import keep_freed_memory
 took = keep_freed_memory() if sys.argv[1] == "on" else False
 block = torch.empty(64 << 20, dtype=torch.uint8)
 heap = next(line for line in open("/proc/self/maps") if line.rstrip().endswith("[heap]"))

@@ -8,8 +8,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from experiments.config import config_dir, validate
-from experiments.errors import UserError
+from experiments.core.config import config_dir, validate
+from experiments.core.errors import UserError
 from tests.conftest import run_cli
 
 GROUPS = sorted(p.name for p in config_dir().iterdir() if p.is_dir() and p.name != "hydra")
@@ -42,7 +42,7 @@ def checked(cfg) -> None:
     built for the data's spec (the data module is only constructed: nothing is read or downloaded)."""
     from hydra.utils import instantiate
 
-    from experiments.train import build_model
+    from experiments.run.task import build_model
 
     validate(cfg)
     build_model(cfg, instantiate(cfg.data).spec)

@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from experiments.cuda_checks import NVML_CHECK, plain_cuda_checks
-from experiments.train import train
+from experiments.run.nvml import NVML_CHECK, plain_cuda_checks
+from experiments.run.task import train
 
 
 def test_the_variable_is_lifted_on_the_cpu_only_and_always_put_back(monkeypatch):

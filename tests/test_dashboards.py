@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from experiments.train import train
+from experiments.run.task import train
 from tests.fixtures import FILLER, write_imdb
 
 
@@ -59,7 +59,7 @@ def test_images_are_drawn_every_n_epochs_and_after_the_last(make_config, tmp_pat
 def test_a_resumed_run_with_nothing_left_to_train_puts_its_final_metrics_in_the_hparams_entry(tmp_path: Path):
     # Lightning keeps logged values in memory only: the validation before the stop comes from the checkpoint,
     # and the HParams entry is to show it as the uninterrupted run's does. No best-model file: no best score.
-    from experiments.config import compose
+    from experiments.core.config import compose
 
     common = ["model=mlp", "trainer.max_epochs=1", "trainer.accelerator=cpu", "test=false"]
     common.append("callbacks.model_checkpoint=null")
@@ -80,7 +80,7 @@ def test_misclassified_images_are_tiled_under_their_labels(channels: int):
     # in its own tile, in order, under its true class and "→predicted" with the predicted class's probability.
     import torch
 
-    from experiments.dashboards import examples_figure
+    from experiments.reporting.dashboards import examples_figure
 
     x = torch.linspace(-2, 3, 10 * channels * 3 * 4).view(10, channels, 3, 4)
     y = torch.arange(10) % 3

@@ -12,13 +12,13 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from experiments.config import compose, validate
+from experiments.core.config import compose, validate
+from experiments.core.errors import UserError
 from experiments.data import DigitsDataModule, IMDBDataModule
 from experiments.data.cache import SettingsCache
 from experiments.data.downloaded import DownloadedDataModule
 from experiments.data.files import DamagedFile
 from experiments.data.in_memory import split_off
-from experiments.errors import UserError
 
 ORIGINAL = bytes(range(100))
 

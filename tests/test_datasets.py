@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
+from experiments.core.errors import UserError
 from experiments.data import CIFAR10DataModule, IMDBDataModule, MNISTDataModule
 from experiments.data.cifar10 import _crop, read_batch
 from experiments.data.files import extract_tar
 from experiments.data.text import tokenize
-from experiments.errors import UserError
-from experiments.train import train
+from experiments.run.task import train
 from tests import fixtures
 from tests.conftest import REPO, run_cli
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.evaluate import evaluate, main
+from experiments.commands.evaluate import evaluate, main
 from tests.conftest import run_cli
 
 
@@ -18,8 +18,8 @@ def test_evaluate_reproduces_the_runs_test_accuracy(finished_run, tmp_path):
 
 
 def test_overrides_compose_values_and_whole_groups_on_the_runs_config(finished_run):
-    from experiments.runs import RunDir
-    from experiments.trained import run_config
+    from experiments.core.run_dir import RunDir
+    from experiments.run.finished import run_config
 
     run = RunDir(finished_run[0])
     cfg = run_config(run, ["data.batch_size=7", "model.width=3"])

@@ -43,7 +43,7 @@ LAUNCHER = textwrap.dedent(
         return loss * float("nan") if self.global_step + 1 == nan_at else loss
 
     classifier.Classifier.training_step = paced
-    from experiments.cli import main
+    from experiments.commands.train import main
 
     sys.argv[0] = "experiments"
     main()

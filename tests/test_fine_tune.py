@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from experiments.core.errors import UserError
 from experiments.data import DigitsDataModule
-from experiments.errors import UserError
 from experiments.models.classifier import Classifier
-from experiments.recovery import init_weights
+from experiments.run.recovery import init_weights
 
 MLP = {"_target_": "experiments.models.nets.MLP", "width": 16, "depth": 1}
 ADAMW = {"_target_": "experiments.models.optim.AdamW", "lr": 0.01}
@@ -26,8 +26,8 @@ def classifier(num_classes: int = 10, net: dict = MLP) -> Classifier:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """The best checkpoint of a short run on the digits."""
-    from experiments.config import compose
-    from experiments.train import train
+    from experiments.core.config import compose
+    from experiments.run.task import train
 
     output = tmp_path_factory.mktemp("trained")
     train(compose([*QUICK, "trainer.max_epochs=2", "test=false", f"paths.output_dir={output}"]))
@@ -35,8 +35,8 @@ def trained(tmp_path_factory) -> Path:
 
 
 def test_a_new_run_starts_from_the_weights_and_only_them(trained, make_config, tmp_path, caplog):
-    from experiments.config import compose
-    from experiments.train import train
+    from experiments.core.config import compose
+    from experiments.run.task import train
 
     from_scratch = train(compose([*QUICK, "trainer.max_epochs=1", f"paths.output_dir={tmp_path / 'scratch'}"]))
     cfg = make_config(*QUICK, "trainer.max_epochs=1", f"init_from={trained}")
@@ -93,7 +93,7 @@ def test_what_cannot_start_a_run_is_one_line(tmp_path, trained):
 
 
 def test_resume_and_init_from_together_are_refused(make_config, trained):
-    from experiments.config import validate
+    from experiments.core.config import validate
 
     with pytest.raises(UserError, match=r"^resume= continues a run, init_from= starts a new one"):
         validate(make_config(f"resume={trained}", f"init_from={trained}"))

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from experiments.config import validate
-from experiments.errors import UserError
+from experiments.core.config import validate
+from experiments.core.errors import UserError
 from experiments.models.graphs import GraphedTraining, graphed_training_for
 from experiments.models.nets import build_net
 

@@ -12,13 +12,13 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from experiments.callbacks import Throughput
 from experiments.data import DigitsDataModule
 from experiments.models.classifier import Classifier, prepare_net
 from experiments.models.nets import build_net
 from experiments.models.optim import build_optimizer
-from experiments.recovery import LastCheckpoint
-from experiments.recovery import ModelCheckpoint as KeyedOnce
+from experiments.reporting.callbacks import Throughput
+from experiments.run.recovery import LastCheckpoint
+from experiments.run.recovery import ModelCheckpoint as KeyedOnce
 
 NET = {"_target_": "experiments.models.nets.MLP", "width": 32, "depth": 1}
 ADAMW = {"_target_": "experiments.models.optim.AdamW", "lr": 0.01, "weight_decay": 0.01}

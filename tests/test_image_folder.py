@@ -14,13 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
-from experiments.config import compose
+from experiments.core.config import compose
+from experiments.core.errors import UserError
 from experiments.data import ImageFolderDataModule
 from experiments.data.image_folder import channel_statistics
 from experiments.data.image_stream import ImageFiles, UnreadableImage
 from experiments.data.images import image_files, read_images
-from experiments.errors import UserError
-from experiments.train import train
+from experiments.run.task import train
 from tests.test_datasets import real
 from tests.test_reliability_config import error_line_leaving_nothing
 
@@ -297,7 +297,7 @@ def test_the_image_folder_config_composes_with_the_common_keys(tmp_path):
 def predict_folder(run_dir: Path, folder: Path, out: Path) -> float:
     """`python -m experiments.predict RUN FOLDER`, in-process: the accuracy of its predictions on the folder's
     images, each labelled by its class folder."""
-    from experiments.predict import main
+    from experiments.commands.predict import main
 
     main([str(run_dir), str(folder), "--out", str(out)])
     with open(out, newline="") as file:
@@ -339,7 +339,7 @@ def test_drawn_shapes_are_learnt_and_their_files_predicted_as_in_the_test(tmp_pa
     accuracy = predict_folder(tmp_path / "run", root / "test", tmp_path / "predictions.csv")
     assert accuracy == pytest.approx(metrics["test"]["test/acc"], abs=1e-6)
     # The test split through the data module's own loader, streamed or not, gives the same.
-    from experiments.predict import main
+    from experiments.commands.predict import main
 
     main([str(tmp_path / "run"), "--split", "test", "--out", str(tmp_path / "split.csv")])
     with open(tmp_path / "split.csv", newline="") as file:

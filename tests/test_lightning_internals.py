@@ -15,10 +15,10 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from experiments import lightning_internals as internals
+from experiments.core import lightning_internals as internals
 from experiments.data import DigitsDataModule
 from experiments.models.classifier import Classifier, FastClassifier
-from experiments.recovery import load_checkpoint
+from experiments.run.recovery import load_checkpoint
 
 NET = {"_target_": "experiments.models.nets.MLP", "width": 32, "depth": 1, "dropout": 0.1}
 ADAMW = {"_target_": "experiments.models.optim.AdamW", "lr": 0.01, "weight_decay": 0.01}

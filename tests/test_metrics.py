@@ -146,7 +146,7 @@ def test_the_metrics_add_nothing_to_the_state_dict():
 def test_the_confusion_matrix_counts_true_classes_in_rows_and_predictions_in_columns(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 
-    import experiments.dashboards as dashboards
+    import experiments.reporting.dashboards as dashboards
 
     drawn = []
 

@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from experiments.errors import UserError
+from experiments.core.errors import UserError
 from experiments.models.nets import build_net
 from experiments.models.nets.cnn import CNN
 from experiments.models.nets.rnn import CELLS

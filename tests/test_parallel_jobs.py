@@ -11,7 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from experiments import sweep
+from experiments.run import sweep
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 WORKER = """
@@ -19,7 +19,7 @@ import os, sys
 from pathlib import Path
 import torch
 from omegaconf import OmegaConf
-from experiments import sweep
+from experiments.run import sweep
 launcher = OmegaConf.create({"_target_": sys.argv[1], "n_jobs": int(sys.argv[2])})
 sweep.give_each_parallel_job_a_gpu(launcher, Path(sys.argv[3]))
 sweep.give_each_parallel_job_a_gpu(launcher, Path(sys.argv[3]))  # its next job: the same slot

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments.predict import main
+from experiments.commands.predict import main
 from tests.conftest import run_cli
 
 
@@ -114,8 +114,8 @@ def test_texts_from_a_csv_or_jsonl_are_encoded_with_the_runs_vocabulary(tmp_path
 
     from omegaconf import OmegaConf
 
-    from experiments.config import compose
-    from experiments.train import train
+    from experiments.core.config import compose
+    from experiments.run.task import train
     from tests.fixtures import NEGATIVE, POSITIVE, write_imdb
 
     write_imdb(tmp_path / "data")

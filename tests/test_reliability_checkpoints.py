@@ -15,16 +15,16 @@ import lightning as L
 import pytest
 import torch
 
-from experiments.errors import UserError
-from experiments.recovery import load_checkpoint
+from experiments.core.errors import UserError
+from experiments.run.recovery import load_checkpoint
 from tests.conftest import RUN, checkpoint_step, final
 
 
 def stopped_and_resumed(tmp_path: Path, common: list[str], stop: str) -> dict:
     """Train `common` whole (in tmp_path/whole), and again (in tmp_path/cut) stopped by the override `stop`, then
     resumed from its last.ckpt. Returns that checkpoint as the stop left it."""
-    from experiments.config import compose
-    from experiments.train import train
+    from experiments.core.config import compose
+    from experiments.run.task import train
 
     train(compose([*common, f"paths.output_dir={tmp_path / 'whole'}"]))
     train(compose([*common, f"paths.output_dir={tmp_path / 'cut'}", stop]))
@@ -44,8 +44,8 @@ def assert_same_weights(tmp_path: Path) -> None:
 
 
 def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_good_checkpoint(make_config, monkeypatch):
-    import experiments.recovery as recovery
-    from experiments.train import train
+    import experiments.run.recovery as recovery
+    from experiments.run.task import train
 
     save, saved = torch.save, []
 
@@ -93,7 +93,7 @@ def test_a_checkpoint_meeting_a_really_full_disk_is_a_user_error(tmp_path, monke
     # that into a RuntimeError (a traceback), so the checkpoint writer opens the file itself.
     from contextlib import contextmanager
 
-    import experiments.recovery as recovery
+    import experiments.run.recovery as recovery
 
     if not Path("/dev/full").exists():
         pytest.skip("no /dev/full on this system to stand for a full disk")
@@ -110,8 +110,8 @@ def test_a_checkpoint_meeting_a_really_full_disk_is_a_user_error(tmp_path, monke
 def test_a_checkpoint_is_on_the_disk_before_it_replaces_the_previous_one(tmp_path, monkeypatch):
     # A machine that crashes or loses power keeps what was synced: the new file must be synced, whole,
     # while the old one still holds the checkpoint's name.
-    import experiments.atomic as atomic
-    import experiments.recovery as recovery
+    import experiments.core.atomic as atomic
+    import experiments.run.recovery as recovery
 
     path = tmp_path / "last.ckpt"
     recovery.AtomicCheckpointIO().save_checkpoint({"step": 1, "weights": torch.zeros(1000)}, path)
@@ -133,7 +133,7 @@ def test_a_checkpoint_is_on_the_disk_before_it_replaces_the_previous_one(tmp_pat
 def test_a_run_resumed_in_the_other_optimisation_mode_goes_on_from_its_step(make_config, switch):
     # The fast path's own step without them, Lightning's automatic optimisation with them or off the fast path:
     # each mode counts its steps apart.
-    from experiments.train import train
+    from experiments.run.task import train
 
     common = ["model=mlp", "test=false", "logger=none", "trainer.accelerator=cpu"]
     first = make_config(*common, "trainer.max_epochs=1")
@@ -200,8 +200,8 @@ def test_the_last_checkpoint_is_saved_at_epoch_ends_that_do_not_validate_too(
 ):
     # Lightning's ModelCheckpoint saves after validations instead of at epoch ends whenever validation is not
     # every epoch (here: every second one); `every_n_epochs` thins the saves out.
-    import experiments.recovery as recovery
-    from experiments.train import train
+    import experiments.run.recovery as recovery
+    from experiments.run.task import train
 
     save, saved = recovery.AtomicCheckpointIO.save_checkpoint, []
 
@@ -236,8 +236,8 @@ def test_a_resumed_run_that_does_not_validate_again_reports_the_validation_befor
     # Validation every second epoch of three; stopped after the second, the resumed run trains the third
     # without validating. Its metrics.json must still report the second epoch's validation, as an
     # uninterrupted run's does: Lightning keeps logged values in memory only.
-    from experiments.config import compose
-    from experiments.train import train
+    from experiments.core.config import compose
+    from experiments.run.task import train
 
     common = [*EPOCH_ENDS, "scheduler=constant", "trainer.max_epochs=3"]
     common.append(f"+callbacks.bar._target_={__name__}.RecordProgressBar")
@@ -267,7 +267,7 @@ def test_a_model_loaded_from_a_checkpoint_brings_no_old_metrics_into_a_new_fit(m
     from hydra.utils import instantiate
 
     from experiments.models.classifier import Classifier
-    from experiments.train import train
+    from experiments.run.task import train
 
     # Stopped mid-epoch after a validation (at step 10 of 20): the checkpoint holds validation values, and
     # the epoch's tally and step losses so far, none of which a new fit of the loaded model is to report.

@@ -1,7 +1,7 @@
 """Bad configs, table-driven: each ends in exit code 2 and one line naming the key, the value and what is
 allowed, before any data is read and without leaving a run directory behind.
 
-The table runs the command line's own entry point (`experiments.cli.main`) in-process: a fresh
+The table runs the command line's own entry point (`experiments.commands.train.main`) in-process: a fresh
 interpreter per case would cost seconds each; `test_config.py` runs other bad overrides (unknown options
 and keys, unparsable values) as real subprocesses.
 The machine is pinned to two CPU cores and no GPU, so the device cases read the same everywhere.
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.cli import main
+from experiments.commands.train import main
 
 BAD_CONFIGS = [
     ("optimizer.lr=0", "optimizer.lr=0 is not allowed: it must be a number > 0.0"),
@@ -131,7 +131,7 @@ def test_bad_config_exits_2_with_one_line_and_leaves_nothing(
 
 
 def test_the_debug_switch_shows_the_traceback(tmp_path, monkeypatch, capsys):
-    from experiments.errors import UserError
+    from experiments.core.errors import UserError
 
     monkeypatch.setenv("EXPERIMENTS_DEBUG", "1")
     monkeypatch.chdir(tmp_path)
@@ -144,7 +144,7 @@ def test_what_counts_as_the_users_error():
     from hydra.errors import OverrideParseException
     from omegaconf.errors import ConfigKeyError
 
-    from experiments.errors import UserError, is_user_error
+    from experiments.core.errors import UserError, is_user_error
 
     assert is_user_error(UserError("bad value")) and is_user_error(OSError(errno.ENOSPC, "No space left"))
     assert is_user_error(OverrideParseException("a=(", "mismatched input")) and is_user_error(ConfigKeyError("k"))

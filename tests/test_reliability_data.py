@@ -22,10 +22,10 @@ import pytest
 import torch
 from torchvision.datasets import CIFAR10, MNIST
 
+from experiments.core.errors import UserError
 from experiments.data import CIFAR10DataModule, IMDBDataModule, MNISTDataModule
 from experiments.data import files as data_files
 from experiments.data import imdb as imdb_module
-from experiments.errors import UserError
 from tests import fixtures
 
 MODULES = {"mnist": MNISTDataModule, "cifar10": CIFAR10DataModule, "imdb": IMDBDataModule}

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from experiments.errors import NonFiniteLoss
-from experiments.recovery import StopOnNonFiniteLoss, load_checkpoint
+from experiments.core.errors import NonFiniteLoss
+from experiments.run.recovery import StopOnNonFiniteLoss, load_checkpoint
 from tests.conftest import RUN
 
 
@@ -28,8 +28,8 @@ def assert_saved_weights_finite(output_dir: Path) -> None:
 
 def diverging_run(make_config, monkeypatch, check_every_step: bool | None, *overrides: str) -> tuple[str, int, Path]:
     """Train until the loss turns NaN: (the error, the last step trained, the run directory)."""
-    import experiments.recovery as recovery
-    from experiments.train import train
+    import experiments.run.recovery as recovery
+    from experiments.run.task import train
 
     steps = []
 
@@ -76,7 +76,7 @@ def test_losses_read_in_windows_are_all_read_before_a_checkpoint(make_config, mo
 
 
 def test_a_window_of_losses_is_read_when_the_next_one_is_sent(monkeypatch):
-    from experiments import recovery
+    from experiments.run import recovery
 
     reads = []
 
@@ -107,7 +107,7 @@ def test_a_window_of_losses_is_read_when_the_next_one_is_sent(monkeypatch):
 
 
 def test_a_nan_loss_from_the_command_line_is_one_line_and_exit_code_1(tmp_path, monkeypatch, capsys):
-    from experiments.cli import main
+    from experiments.commands.train import main
 
     monkeypatch.chdir(tmp_path)
     arguments = [*RUN, "logger=none", "optimizer=sgd", "optimizer.lr=1e6", "scheduler=constant"]
@@ -120,7 +120,7 @@ def test_a_nan_loss_from_the_command_line_is_one_line_and_exit_code_1(tmp_path, 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="a copy from GPU memory needs a CUDA GPU")
 def test_a_copy_from_the_gpu_does_not_wait_and_is_whole_once_waited_for():
-    from experiments.recovery import copy_to_host
+    from experiments.run.recovery import copy_to_host
 
     expected = torch.tensor([1.0, math.nan]).repeat(1 << 20) * 2
     losses = torch.tensor([1.0, math.nan], device="cuda").repeat(1 << 20)

@@ -25,8 +25,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from experiments.errors import UserError
-from experiments.recovery import load_checkpoint
+from experiments.core.errors import UserError
+from experiments.run.recovery import load_checkpoint
 from tests.conftest import RUN, checkpoint_step, final, run_cli
 
 pytestmark = pytest.mark.slow  # subprocess runs of the whole CLI: the full tier
@@ -59,7 +59,7 @@ LAUNCHER = textwrap.dedent(
         return save(obj, file, *args, **kwargs)
 
     torch.save = stalling_save
-    from experiments.cli import main
+    from experiments.commands.train import main
 
     sys.argv[0] = "experiments"
     main()
@@ -176,9 +176,9 @@ def copy_of(run_dir: Path, tmp_path: Path) -> Path:
 
 
 def test_ctrl_c_saves_at_the_end_of_the_step_and_exits_130(make_config, monkeypatch):
-    from experiments.errors import Interrupted, classify
+    from experiments.core.errors import Interrupted, classify
     from experiments.models.classifier import Classifier
-    from experiments.train import train
+    from experiments.run.task import train
 
     training_step = Classifier.training_step
 
@@ -233,7 +233,7 @@ def test_a_resume_that_changes_the_optimisers_parameter_groups_is_refused():
     from experiments.data import DigitsDataModule
     from experiments.models.classifier import Classifier
     from experiments.models.optim import build_optimizer
-    from experiments.recovery import check_resumable
+    from experiments.run.recovery import check_resumable
 
     cnn, adamw = (
         {"_target_": "experiments.models.nets.CNN", "channels": [4]},

@@ -10,10 +10,10 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from experiments.callbacks import Lookahead
 from experiments.data.cifar10_speedrun import AlternatingFlipCIFAR10
+from experiments.models.lookahead import Lookahead
 from experiments.models.nets.speedrun import ConvGroup, SpeedrunNet
-from experiments.train import train
+from experiments.run.task import train
 from tests import fixtures
 
 SPEC = {"kind": "image", "shape": [3, 32, 32], "num_classes": 10}

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from experiments.runs import Metrics, Objective, RunDir
-from experiments.sweep import write_summary
+from experiments.core.run_dir import Metrics, Objective, RunDir
+from experiments.run.sweep import write_summary
 
 ACCURACIES = {"model=mlp": [0.90, 0.92, 0.94], "model=cnn": [0.97, 0.98, 0.99]}
 

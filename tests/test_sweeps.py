@@ -217,7 +217,7 @@ def test_tensorboard_serves_each_runs_curves_images_and_hparams(sweep):
 
 @pytest.mark.parametrize("search", ["digits_mlp", "mnist_mlp", "imdb_mlp"])
 def test_every_search_composes_with_tpe_failures_tolerated_and_the_objectives_direction(search):
-    from experiments.config import compose
+    from experiments.core.config import compose
 
     cfg = compose([f"hparams_search={search}", "objective=val/loss", "objective_mode=min"], return_hydra_config=True)
     sweeper = cfg.hydra.sweeper

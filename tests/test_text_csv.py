@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.config import compose
+from experiments.core.config import compose
+from experiments.core.errors import UserError
 from experiments.data import TextCSVDataModule
-from experiments.errors import UserError
-from experiments.train import train
+from experiments.run.task import train
 from tests.fixtures import NEGATIVE, POSITIVE, review
 from tests.test_datasets import real
 from tests.test_reliability_config import error_line_leaving_nothing
@@ -222,7 +222,7 @@ def test_the_text_csv_config_composes_with_the_common_keys(tmp_path):
 def test_drawn_reviews_are_learnt_and_new_texts_predicted(tmp_path, capsys):
     from omegaconf import OmegaConf
 
-    from experiments.predict import main
+    from experiments.commands.predict import main
 
     path = sentiment_csv(tmp_path / "reviews.csv", n=300)
     run_dir = tmp_path / "run"

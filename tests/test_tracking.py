@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from experiments import tracking
-from experiments.config import validate
-from experiments.errors import UserError
-from experiments.train import train
+from experiments.core.config import validate
+from experiments.core.errors import UserError
+from experiments.reporting import tracking
+from experiments.run.task import train
 from tests.conftest import run_cli
 from tests.test_sweeps import free_port
 

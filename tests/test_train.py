@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from experiments.core.lightning_internals import NoProfiler
 from experiments.data import DigitsDataModule
-from experiments.lightning_internals import NoProfiler
 from experiments.models.classifier import Classifier
-from experiments.train import train
-from experiments.trainer import pick_benchmark, pick_profiler
+from experiments.run.task import train
+from experiments.run.trainer import pick_benchmark, pick_profiler
 
 QUICK = ("trainer.max_epochs=2", "logger=none", "trainer.accelerator=cpu")
 

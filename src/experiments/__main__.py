@@ -1,3 +1,3 @@
-from experiments.cli import main
+from experiments.commands import main
 
 main()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from experiments.checks import integer, require
+from experiments.core.rules import integer, require
 
 
 class Block(nn.Module):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from experiments.atomic import written_atomically
+from experiments.core.atomic import written_atomically
 
 log = logging.getLogger(__name__)
 

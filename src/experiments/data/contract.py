@@ -22,7 +22,7 @@ from typing import Literal, TypedDict
 
 import torch
 
-from experiments.errors import UserError
+from experiments.core.errors import UserError
 
 
 class DataSpec(TypedDict, total=False):

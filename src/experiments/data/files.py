@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from experiments.atomic import written_atomically
-from experiments.errors import UserError
+from experiments.core.atomic import written_atomically
+from experiments.core.errors import UserError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import torch
 
-from experiments.checks import boolean, integer, is_integer, number, require
+from experiments.core.errors import UserError
+from experiments.core.rules import boolean, integer, is_integer, number, require
 from experiments.data.augmentation import translate_and_flip
 from experiments.data.cache import SettingsCache
 from experiments.data.image_stream import ImageFiles, loader, recognised
 from experiments.data.images import image_files, read_images
 from experiments.data.in_memory import InMemoryDataModule, carve
-from experiments.errors import UserError
 
 CACHE_FORMAT = 1  # bump when decoding or splitting changes, so old caches are not reused
 STATISTICS_SAMPLE = 1000  # training images whose pixels give the normalisation statistics, when streaming
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 def image_sides(value: object) -> str | None:
-    """The rule (checks.py) of `image_size`: one side for square images, or [height, width]."""
+    """The rule (core/rules.py) of `image_size`: one side for square images, or [height, width]."""
     sides = [value] if is_integer(value) else value
     ok = isinstance(sides, Sequence) and not isinstance(sides, str) and len(sides) in (1, 2)
     ok = ok and (is_integer(value) or len(sides) == 2) and all(is_integer(s) and 1 <= s <= 4096 for s in sides)

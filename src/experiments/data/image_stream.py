@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from experiments.core.errors import UserError, first_line
 from experiments.data.images import read_image
-from experiments.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments.errors import UserError
+from experiments.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from experiments.core.errors import UserError
 from experiments.data.encoded_text import EncodedTextDataModule
 from experiments.data.files import extract_tar, fetch_or_explain
 from experiments.data.in_memory import carve
 from experiments.data.text import encode_splits
-from experiments.errors import UserError
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 MD5 = "7c2ac02c03563afcf9b574c7e56c153a"

@@ -16,10 +16,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from experiments.core.errors import UserError
+from experiments.core.lightning_internals import batches_done
 from experiments.data.contract import DataSpec
 from experiments.data.images import read_images
-from experiments.errors import UserError
-from experiments.lightning_internals import batches_done
 
 
 def carve(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from experiments.checks import number, require
+from experiments.core.errors import UserError, first_line
+from experiments.core.rules import number, require
 from experiments.data.encoded_text import EncodedTextDataModule
 from experiments.data.in_memory import carve
 from experiments.data.text import encode_splits
-from experiments.errors import UserError, first_line
 
 CACHE_FORMAT = 1  # bump when reading, tokenisation or encoding changes, so old caches are not reused
 

@@ -8,7 +8,7 @@ A training step does the step and nothing else: its loss and predictions stay on
 `log_every_n_steps`-th step loss goes to the loggers then too, as `train/loss_step`.
 
 `Classifier` is plain Lightning. `FastClassifier`, what runs train with by default (`fast_path: true`), takes
-the optimiser step itself where Lightning's automatic optimisation is not needed: lightning_internals.py.
+the optimiser step itself where Lightning's automatic optimisation is not needed: core/lightning_internals.py.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from experiments.core.lightning_internals import FastPath, count_steps_in_both_modes
 from experiments.data.contract import training_tensors
-from experiments.lightning_internals import FastPath, count_steps_in_both_modes
 from experiments.models.graphs import GraphedTraining, graphed_training_for
 from experiments.models.nets import build_net
 from experiments.models.optim import build_optimizer, build_scheduler
@@ -126,7 +126,7 @@ class Classifier(L.LightningModule):
         cuda_graphs: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False)  # the loggers get the whole composed config (tracking.py)
+        self.save_hyperparameters(logger=False)  # the loggers get the whole composed config (reporting/tracking.py)
         self.net = build_net(net, spec)
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.tallies = {stage: Tally(spec["num_classes"]) for stage in ("train", "val", "test")}
@@ -173,7 +173,7 @@ class Classifier(L.LightningModule):
             self.step_losses.append((self.global_step, loss.detach()))
         return loss
 
-    # Evaluation steps return their logits for callbacks (confusion matrices in dashboards.py).
+    # Evaluation steps return their logits for callbacks (confusion matrices in reporting/dashboards.py).
     def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "val")[1]
 

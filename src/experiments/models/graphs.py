@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from experiments.errors import UserError, first_line
+from experiments.core.errors import UserError, first_line
 
 
 class GraphedTraining:

@@ -14,8 +14,8 @@ import math
 import torch
 from torch import nn
 
-from experiments.checks import boolean, import_target, number, one_of, require
-from experiments.errors import UserError
+from experiments.core.errors import UserError
+from experiments.core.rules import boolean, import_target, number, one_of, require
 
 # How Lightning steps a schedule, not arguments of the schedule itself: taken out before it is built.
 LIGHTNING_KEYS = ("interval", "frequency", "monitor", "strict")

@@ -12,8 +12,8 @@ import inspect
 
 from torch import nn
 
-from experiments.checks import import_target
-from experiments.errors import UserError
+from experiments.core.errors import UserError
+from experiments.core.rules import import_target
 from experiments.models.nets.cnn import CNN
 from experiments.models.nets.mlp import MLP
 from experiments.models.nets.rnn import RNN

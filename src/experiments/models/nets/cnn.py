@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from experiments.checks import boolean, integer, number, one_of, positive_integers, require
+from experiments.core.rules import boolean, integer, number, one_of, positive_integers, require
 from experiments.models.nets.blocks import ACTIVATIONS, make_activation
 
 

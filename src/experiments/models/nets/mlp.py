@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-from experiments.checks import boolean, integer, number, one_of, require
-from experiments.errors import UserError
+from experiments.core.errors import UserError
+from experiments.core.rules import boolean, integer, number, one_of, require
 from experiments.models.nets.blocks import ACTIVATIONS, make_activation
 
 POOLINGS = ("mean", "l2")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from experiments.checks import boolean, integer, number, one_of, require
+from experiments.core.rules import boolean, integer, number, one_of, require
 from experiments.models.nets.blocks import token_lengths
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from experiments.checks import boolean, number, positive_integers, require
-from experiments.errors import UserError
+from experiments.core.errors import UserError
+from experiments.core.rules import boolean, number, positive_integers, require
 
 
 def dirac_init(conv: nn.Conv2d) -> None:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.checks import Rule, batch_limit, betas, boolean, integer, is_integer, number, one_of, text, words
-from experiments.errors import UserError
+from experiments.core.errors import UserError
+from experiments.core.rules import Rule, batch_limit, betas, boolean, integer, is_integer, number, one_of, text, words
 
 
 def config_dir() -> Path:
     """`conf/` inside the installed package (a wheel carries it there), else at the top of a source checkout."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     for candidate in (package / "conf", package.parents[1] / "conf"):
         if (candidate / "config.yaml").is_file():
             return candidate

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.errors import UserError
-from experiments.runs import RunDir
+from experiments.core.errors import UserError
+from experiments.core.run_dir import RunDir
 
 
 def find_run(path: Path) -> tuple[RunDir, Path]:
@@ -29,7 +29,7 @@ def find_run(path: Path) -> tuple[RunDir, Path]:
 
 def run_config(run: RunDir, overrides: list[str]) -> DictConfig:
     """The run's composed config with `overrides` on top: group choices first, then values."""
-    from experiments.config import compose, config_dir
+    from experiments.core.config import compose, config_dir
 
     cfg = run.config()
     groups, values = [], []
@@ -51,7 +51,7 @@ def load_model(checkpoint: Path):
     """The Classifier in a checkpoint: rebuilt from the hyperparameters inside it (plain values only, read
     weights-only; a bad file is one line), its net's class imported by its dotted path."""
     from experiments.models.classifier import Classifier
-    from experiments.recovery import load_checkpoint
+    from experiments.run.recovery import load_checkpoint
 
     state = load_checkpoint(checkpoint, map_location="cpu")
     model = Classifier(**state["hyper_parameters"])
@@ -72,7 +72,7 @@ def evaluation_trainer(cfg: DictConfig, progress: bool = False, callbacks: list 
     """A Trainer for testing and predicting: one device, the run's accelerator and precision, nothing written."""
     import lightning as L
 
-    from experiments.trainer import pick_precision, quiet_lightning
+    from experiments.run.trainer import pick_precision, quiet_lightning
 
     quiet_lightning()
     return L.Trainer(

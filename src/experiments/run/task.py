@@ -1,11 +1,11 @@
-"""Train, then test, one model on one dataset: the task behind `python -m experiments` (cli.py).
+"""Train, then test, one model on one dataset: the task behind `experiments train` (commands/train.py).
 
-    from experiments.config import compose
-    from experiments.train import train
+    from experiments.core.config import compose
+    from experiments.run.task import train
     train(compose(["model=rnn", "trainer.max_epochs=5", "paths.output_dir=outputs/notebook"]))
 
 `train()` builds the data, the model and the Trainer from the composed config, fits, tests the best
-checkpoint, writes `metrics.json` into the run's directory (runs.py) and returns the objective, so any
+checkpoint, writes `metrics.json` into the run's directory (core/run_dir.py) and returns the objective, so any
 Hydra sweeper can use it.
 """
 
@@ -18,9 +18,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config import validate
-from experiments.runs import Metrics, Objective, RunDir, final_objective
-from experiments.tracking import dashboards
+from experiments.core.config import validate
+from experiments.core.run_dir import Metrics, Objective, RunDir, final_objective
+from experiments.reporting.tracking import dashboards
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +32,13 @@ def train(cfg: DictConfig) -> float:
     import lightning as L
     from hydra.utils import instantiate
 
-    from experiments.allocator import keep_freed_memory
-    from experiments.callbacks import Throughput
-    from experiments.cuda_checks import plain_cuda_checks
-    from experiments.recovery import StopOnNonFiniteLoss, check_resumable, init_weights, load_checkpoint
-    from experiments.stop_signals import StopSignals
-    from experiments.tracking import log_config, store_run_files
-    from experiments.trainer import build_trainer, quiet_lightning
+    from experiments.reporting.callbacks import Throughput
+    from experiments.reporting.tracking import log_config, store_run_files
+    from experiments.run.allocator import keep_freed_memory
+    from experiments.run.nvml import plain_cuda_checks
+    from experiments.run.recovery import StopOnNonFiniteLoss, check_resumable, init_weights, load_checkpoint
+    from experiments.run.stop_signals import StopSignals
+    from experiments.run.trainer import build_trainer, quiet_lightning
 
     resumed = None
     if cfg.get("resume"):

@@ -7,7 +7,7 @@ import importlib
 import inspect
 from collections.abc import Callable, Sequence
 
-from experiments.errors import UserError
+from experiments.core.errors import UserError
 
 Rule = Callable[[object], str | None]
 

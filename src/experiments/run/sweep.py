@@ -30,9 +30,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.atomic import written_atomically
-from experiments.errors import classify
-from experiments.runs import Metrics, Objective, RunDir, this_jobs_sweep_dir
+from experiments.core.atomic import written_atomically
+from experiments.core.errors import classify
+from experiments.core.run_dir import Metrics, Objective, RunDir, this_jobs_sweep_dir
 
 # optuna 2.x, the one Hydra's Optuna sweeper accepts, uses SQLAlchemy APIs that 1.4 warns about on import.
 os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")

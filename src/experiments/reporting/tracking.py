@@ -5,7 +5,7 @@ Each is Lightning's own logger, built here so that every tracker holds the same 
 - the run's `tags` and `notes` (top-level config keys) go where each tracker shows them;
 - a sweep is one MLflow experiment (one W&B group) with one run per job, named by the job's overrides;
 - at the end, the run's metrics.json and composed config are stored with it: `store_run_files`;
-- the dashboards' figures reach every logger that takes images (dashboards.py).
+- the dashboards' figures reach every logger that takes images (reporting/dashboards.py).
 They are an extra (`pip install 'experiments[tracking]'`); without it, choosing one is one line saying so.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.errors import UserError
+from experiments.core.errors import UserError
 
 REACH_SECONDS = 5  # how long a tracking server may take to answer before the run gives up on it
 
@@ -116,7 +116,7 @@ def job_names() -> tuple[str, str | None, str | None]:
     task, output_dir = hydra.job.name, Path(hydra.runtime.output_dir)
     if hydra.mode != RunMode.MULTIRUN:
         return task, output_dir.name, None
-    from experiments.runs import this_jobs_sweep_dir
+    from experiments.core.run_dir import this_jobs_sweep_dir
 
     sweep = this_jobs_sweep_dir().name
     return f"{task}/{sweep}", hydra.job.override_dirname or f"job {hydra.job.num}", sweep

@@ -29,7 +29,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from experiments.errors import Interrupted
+from experiments.core.errors import Interrupted
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class StopSignals(L.Callback):
             self._stop(trainer, signum)
 
     def _stop(self, trainer: L.Trainer, signum: int) -> None:
-        from experiments.recovery import LastCheckpoint, resume_from
+        from experiments.run.recovery import LastCheckpoint, resume_from
 
         where = f"at step {trainer.global_step} (epoch {trainer.current_epoch + 1})"
         last = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)

@@ -23,8 +23,8 @@ import torch
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from experiments.core.run_dir import final_objective
 from experiments.data.contract import class_names
-from experiments.runs import final_objective
 
 KEPT = 512  # examples per evaluation kept to pick misclassified ones from (the first batches')
 SHOWN = 16  # misclassified examples shown
@@ -184,7 +184,7 @@ class WandbSink:
     def figure(self, tag: str, figure, step: int) -> None:
         from PIL import Image
 
-        from experiments.tracking import png
+        from experiments.reporting.tracking import png
 
         self.logger.log_image(key=tag, images=[Image.open(io.BytesIO(png(figure)))], step=step)
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 if TYPE_CHECKING:
     import lightning as L
 
-    from experiments.lightning_internals import NoProfiler
+    from experiments.core.lightning_internals import NoProfiler
 
 
 def _not_an_advertisement(record: logging.LogRecord) -> bool:
@@ -50,11 +50,11 @@ def pick_benchmark(cfg: DictConfig) -> bool:
 
 def pick_profiler(cfg: DictConfig) -> str | DictConfig | NoProfiler | None:
     """The run's profiler (`simple`, `advanced`, ...), or none: on the fast path, one that records nothing at
-    less cost per hook call than Lightning's default (lightning_internals.py)."""
+    less cost per hook call than Lightning's default (core/lightning_internals.py)."""
     chosen = cfg.trainer.get("profiler")
     if chosen is not None or not cfg.get("fast_path", True):
         return chosen
-    from experiments.lightning_internals import NoProfiler
+    from experiments.core.lightning_internals import NoProfiler
 
     return NoProfiler()
 
@@ -64,7 +64,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list) -
     from lightning.pytorch.callbacks import Checkpoint
     from lightning.pytorch.callbacks import ProgressBar as AnyProgressBar  # ours, callbacks.ProgressBar, among them
 
-    from experiments.recovery import AtomicCheckpointIO
+    from experiments.run.recovery import AtomicCheckpointIO
 
     return instantiate(
         cfg.trainer,

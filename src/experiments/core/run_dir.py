@@ -21,8 +21,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.atomic import written_atomically
-from experiments.errors import UserError
+from experiments.core.atomic import written_atomically
+from experiments.core.errors import UserError
 
 CHECKPOINT_SETTINGS = ("callbacks.last_checkpoint.dirpath", "callbacks.model_checkpoint.dirpath")
 

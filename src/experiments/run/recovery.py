@@ -10,7 +10,7 @@
   checkpoints with `weights_only=True` only.
 - `StopOnNonFiniteLoss` ends the run when a loss becomes NaN or infinite, naming the step where it did.
 - `check_resumable` refuses, in one line, settings that build another net or optimiser than the checkpoint
-  holds (`resume=` itself, which continues a run in its own directory with its own config: cli.py).
+  holds (`resume=` itself, which continues a run in its own directory with its own config: resume.py).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ import torch
 from lightning.pytorch import callbacks
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from experiments.atomic import written_atomically
-from experiments.errors import NonFiniteLoss, UserError, is_user_error
-from experiments.lightning_internals import at_last_batch, save_last
-from experiments.runs import RunDir
+from experiments.core.atomic import written_atomically
+from experiments.core.errors import NonFiniteLoss, UserError, is_user_error
+from experiments.core.lightning_internals import at_last_batch, save_last
+from experiments.core.run_dir import RunDir
 
 
 def rng_states() -> dict:
