@@ -75,6 +75,13 @@ def checkpoint_step(path: Path) -> int:
     return load_checkpoint(path)["global_step"]
 
 
+def best_checkpoint(run_dir: Path) -> Path:
+    """The best checkpoint a run's metrics.json names: relative to the run, which may have moved."""
+    from experiments.core.run_dir import RunDir
+
+    return RunDir(Path(run_dir)).best_checkpoint()
+
+
 def final(run_dir: Path) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {key: metrics[key] for key in ("val", "test", "objective", "epochs", "global_steps")}

@@ -12,7 +12,7 @@ import torch
 from experiments.data import DigitsDataModule
 from experiments.data.in_memory import TensorBatches
 from experiments.models.classifier import Classifier
-from tests.conftest import run_cli
+from tests.conftest import best_checkpoint, run_cli
 
 
 @pytest.mark.parametrize(("n", "world_size"), [(24, 2), (23, 2), (25, 3), (13, 3)])
@@ -52,7 +52,7 @@ def test_two_cpu_processes_cover_the_epoch_and_report_synchronised_metrics(tmp_p
     assert result.stdout.count("run directory") == 1  # one summary, from the first process
 
     # Test metrics gathered from both halves of the test split equal one process evaluating all of it.
-    model = Classifier.load_from_checkpoint(metrics["best_checkpoint"], map_location="cpu").eval()
+    model = Classifier.load_from_checkpoint(best_checkpoint(run_dir), map_location="cpu").eval()
     with torch.no_grad():
         correct = sum(
             (model(x).argmax(1) == y).sum().item()

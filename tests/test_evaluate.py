@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from experiments.commands.evaluate import evaluate, main
-from tests.conftest import run_cli
+from tests.conftest import best_checkpoint, run_cli
 
 
 @pytest.mark.slow  # the command line in a subprocess: the full tier
@@ -14,7 +14,7 @@ def test_evaluate_reproduces_the_runs_test_accuracy(finished_run, tmp_path):
     result = run_cli(str(run_dir), cwd=tmp_path, module="experiments.evaluate")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"test accuracy  {metrics['test']['test/acc']:.4f}" in result.stdout
-    assert f"checkpoint     {metrics['best_checkpoint']}" in result.stdout
+    assert f"checkpoint     {best_checkpoint(run_dir)}" in result.stdout
 
 
 def test_overrides_compose_values_and_whole_groups_on_the_runs_config(finished_run):

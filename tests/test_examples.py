@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import run_cli
+from tests.conftest import best_checkpoint, run_cli
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom"
 
@@ -40,7 +40,7 @@ def test_the_users_net_and_data_train_from_their_own_config_folder(trained):
 def test_the_checkpoint_names_the_users_net_and_loads_weights_only(trained, monkeypatch):
     from experiments.models.classifier import Classifier
 
-    best = Path(json.loads((trained / "metrics.json").read_text())["best_checkpoint"])
+    best = best_checkpoint(trained)
     checkpoint = torch.load(best, weights_only=True)  # plain values only: the class is a dotted path
     assert checkpoint["hyper_parameters"]["net"]["_target_"] == "my_project.nets.TinyResNet"
     monkeypatch.syspath_prepend(str(EXAMPLE))

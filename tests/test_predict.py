@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from experiments.commands.predict import main
-from tests.conftest import run_cli
+from tests.conftest import best_checkpoint, run_cli
 
 
 def rows_of(path: Path) -> list[dict]:
@@ -148,8 +148,8 @@ def test_texts_from_a_csv_or_jsonl_are_encoded_with_the_runs_vocabulary(tmp_path
 def test_a_checkpoint_whose_net_cannot_be_imported_is_one_line(finished_run, capsys):
     import torch
 
-    run_dir, metrics = finished_run
-    checkpoint = torch.load(metrics["best_checkpoint"], weights_only=True)
+    run_dir, _ = finished_run
+    checkpoint = torch.load(best_checkpoint(run_dir), weights_only=True)
     checkpoint["hyper_parameters"]["net"]["_target_"] = "gone_package.nets.Wide"  # a package since uninstalled
     moved = run_dir / "checkpoints" / "net-gone.ckpt"
     torch.save(checkpoint, moved)

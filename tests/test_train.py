@@ -13,6 +13,7 @@ from experiments.data import DigitsDataModule
 from experiments.models.classifier import Classifier
 from experiments.run.task import train
 from experiments.run.trainer import pick_benchmark, pick_profiler
+from tests.conftest import best_checkpoint
 
 QUICK = ("trainer.max_epochs=2", "logger=none", "trainer.accelerator=cpu")
 
@@ -29,7 +30,7 @@ def test_every_model_trains_and_learns(make_config, model):
     assert objective == metrics["objective"]["value"] > 0.5  # two epochs already beat chance (0.1) by far
     assert metrics["test"]["test/acc"] > 0.5
     assert metrics["epochs"] == 2 and metrics["parameters"] > 0 and metrics["samples_per_second"] > 0
-    assert Path(metrics["best_checkpoint"]).is_file()
+    assert best_checkpoint(cfg.paths.output_dir).is_file()
     assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
 
 
@@ -38,7 +39,7 @@ def test_the_objective_may_be_any_metric_the_run_logs(make_config):
     objective = train(cfg)
     metrics = read_metrics(cfg)
     assert metrics["objective"] == {"metric": "train/loss", "mode": "min", "value": objective} and objective > 0
-    assert Path(metrics["best_checkpoint"]).is_file()
+    assert best_checkpoint(cfg.paths.output_dir).is_file()
 
 
 def test_any_torch_optimiser_and_a_schedule_on_the_objective(make_config):
@@ -101,10 +102,11 @@ def test_best_checkpoint_loads_weights_only_and_reproduces_test_accuracy(make_co
     cfg = make_config("trainer.max_epochs=3", *QUICK[1:])
     train(cfg)
     metrics = read_metrics(cfg)
-    checkpoint = torch.load(metrics["best_checkpoint"], weights_only=True)  # no pickled code inside
+    best = best_checkpoint(cfg.paths.output_dir)
+    checkpoint = torch.load(best, weights_only=True)  # no pickled code inside
     assert checkpoint["hyper_parameters"]["net"]["_target_"] == "experiments.models.nets.CNN"  # a plain string
 
-    model = Classifier.load_from_checkpoint(metrics["best_checkpoint"], map_location="cpu").eval()
+    model = Classifier.load_from_checkpoint(best, map_location="cpu").eval()
     data = DigitsDataModule(seed=cfg.seed)
     data.setup()
     correct = 0

@@ -1,13 +1,13 @@
 """Test a trained model again: the run's own config, data and checkpoint.
 
-    python -m experiments.evaluate outputs/train/runs/<run>                   # its best checkpoint
-    python -m experiments.evaluate outputs/train/runs/<run>/checkpoints/last.ckpt
-    python -m experiments.evaluate <run> data.data_dir=/elsewhere/data        # config overrides, key=value
-    python -m experiments.evaluate <run> data=mnist                           # or another data option
+    experiments evaluate outputs/train/runs/<run>                   # its best checkpoint
+    experiments evaluate outputs/train/runs/<run>/checkpoints/last.ckpt
+    experiments evaluate <run> data.data_dir=/elsewhere/data        # config overrides, key=value
+    experiments evaluate <run> data=mnist                           # or another data option
 
 The run's composed config (`.hydra/config.yaml`) rebuilds its data module with the same split (run/finished.py);
 the checkpoint is read with `torch.load(weights_only=True)` (it holds plain values only) and the net is
-rebuilt from the hyperparameters inside it. Per-example predictions: `python -m experiments.predict`.
+rebuilt from the hyperparameters inside it. Per-example predictions: `experiments predict`.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Predict the classes of new inputs with a trained run, into a CSV file.
 
-    python -m experiments.predict outputs/train/runs/<run> ~/new_photos/            # a folder of images
-    python -m experiments.predict <run> a.png b.jpg --out predictions.csv             # image files
-    python -m experiments.predict <run> reviews.csv --text-column review              # texts: .csv or .jsonl
-    python -m experiments.predict <run>/checkpoints/last.ckpt --split test            # a split of the run's data
-    python -m experiments.predict <run> photos/ data.data_dir=/elsewhere/data         # overrides, as for evaluate
+    experiments predict outputs/train/runs/<run> ~/new_photos/            # a folder of images
+    experiments predict <run> a.png b.jpg --out predictions.csv             # image files
+    experiments predict <run> reviews.csv --text-column review              # texts: .csv or .jsonl
+    experiments predict <run>/checkpoints/last.ckpt --split test            # a split of the run's data
+    experiments predict <run> photos/ data.data_dir=/elsewhere/data         # overrides, as for evaluate
 
 New inputs go through exactly what the run's own inputs went through: images are decoded, converted to the
 run's channels and resized to its image size as its training images were stored, then normalised on the

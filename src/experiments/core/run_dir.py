@@ -118,7 +118,27 @@ class RunDir:
         if not self.metrics_file.is_file():
             return None
         best = Metrics.read(self.metrics_file).best_checkpoint
-        return Path(best) if best else None
+        return self.resolve(best) if best else None
+
+    def recorded(self, path: str) -> str:
+        """A file's path as metrics.json keeps it: relative to the run when it lies inside, so that the folder can
+        be moved or copied (fetched from a cluster, shared) and still name its own files."""
+        if not path:
+            return path
+        try:
+            return Path(path).resolve().relative_to(self.path.resolve()).as_posix()
+        except ValueError:  # elsewhere (a checkpoint folder set outside the run): as it is
+            return path
+
+    def resolve(self, recorded: str) -> Path:
+        """The file a recorded path names, in this directory wherever it now lies. A run recorded before paths were
+        kept relative names its checkpoints by the absolute path they had where it ran: the file of that name in
+        the run's own checkpoint folder comes first, so a copy reads its own files, not the original's."""
+        path = Path(recorded)
+        if not path.is_absolute():
+            return self.path / path
+        own = self.checkpoints() / path.name
+        return own if own.is_file() else path
 
     def is_empty_but_for_hydra(self, job_name: str) -> bool:
         """Nothing of the run's own yet: only what Hydra wrote as the job started."""

@@ -88,7 +88,7 @@ def train(cfg: DictConfig) -> float:
         wall_seconds=round(time.perf_counter() - started, 3),
         samples_per_second=throughput.samples_per_second,
         parameters=sum(p.numel() for p in model.parameters()),
-        best_checkpoint=best_path,
+        best_checkpoint=RunDir(Path(cfg.paths.output_dir)).recorded(best_path),
         tags=list(cfg.get("tags") or []),
         notes=cfg.get("notes") or "",
     )
@@ -130,6 +130,7 @@ def plain(node: DictConfig) -> dict:
 
 def print_summary(metrics: Metrics, output_dir: Path, loggers: list) -> None:
     test, objective = metrics.test, metrics.objective
+    best = RunDir(output_dir).resolve(metrics.best_checkpoint) if metrics.best_checkpoint else "(none saved)"
     lines = []
     if test:
         lines.append(f"test accuracy  {test['test/acc']:.4f}   test loss {test['test/loss']:.4f}")
@@ -137,7 +138,7 @@ def print_summary(metrics: Metrics, output_dir: Path, loggers: list) -> None:
         f"best {objective.metric:<9} {objective.value:.4f}   after {metrics.epochs} epochs",
         f"time           {metrics.wall_seconds:.1f} s"
         + (f"   {metrics.samples_per_second:,.0f} training samples/s" if metrics.samples_per_second else ""),
-        f"checkpoint     {metrics.best_checkpoint or '(none saved)'}",
+        f"checkpoint     {best}",
         f"run directory  {output_dir}",
         *(f"dashboard      {command}" for command in dashboards(loggers, output_dir)),
     ]
