@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import best_checkpoint, run_cli
 
@@ -25,6 +26,7 @@ def trained(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("custom") / "run"
     result = run_cli(
         *("--config-dir", "conf", "model=tiny_resnet", "data=shapes", "data.count=900", "trainer.max_epochs=3"),
+        "callbacks=diagnostics",
         f"hydra.run.dir={run_dir}",
         cwd=EXAMPLE,
     )
@@ -35,6 +37,14 @@ def trained(tmp_path_factory) -> Path:
 def test_the_users_net_and_data_train_from_their_own_config_folder(trained):
     metrics = json.loads((trained / "metrics.json").read_text())
     assert metrics["test"]["test/acc"] > 0.8  # three shapes: chance is a third
+
+
+def test_the_users_callback_runs_beside_the_packages_own(trained):
+    events = EventAccumulator(str(trained / "tensorboard"))
+    events.Reload()
+    norms = [tag for tag in events.Tags()["scalars"] if tag.startswith("weight_norm/")]
+    assert "weight_norm/stem.0.weight" in norms and len(events.Scalars(norms[0])) == 3  # one a training epoch
+    assert (trained / "checkpoints" / "last.ckpt").is_file()  # the default callbacks are still there
 
 
 def test_the_checkpoint_names_the_users_net_and_loads_weights_only(trained, monkeypatch):
@@ -91,3 +101,11 @@ def test_a_split_of_the_users_data_is_predicted_through_its_own_loader(trained, 
     accuracy = sum(row["label"] == row["predicted"] for row in rows) / len(rows)
     metrics = json.loads((trained / "metrics.json").read_text())
     assert len(rows) == 300 and accuracy == pytest.approx(metrics["test"]["test/acc"], abs=1e-6)
+
+
+def test_the_docs_show_the_example_callback_as_it_is():
+    docs = (EXAMPLE.parents[1] / "docs" / "extending.md").read_text().split("## A callback", 1)[1]
+    shown = docs.split("```python\n", 1)[1].split("```", 1)[0]
+    assert shown in (EXAMPLE / "my_project" / "callbacks.py").read_text()
+    config = docs.split("```yaml\n", 1)[1].split("```", 1)[0].split("\n", 1)[1]  # below its comment line
+    assert config in (EXAMPLE / "conf" / "callbacks" / "diagnostics.yaml").read_text()
