@@ -4,24 +4,34 @@ its extra, or a server that does not answer, is one line. Nothing here reaches b
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import io
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
 from experiments.core.config import validate
 from experiments.core.errors import UserError
-from experiments.reporting import tracking
+from experiments.reporting.loggers import mlflow
+from experiments.reporting.loggers.base import flat_config
+from experiments.reporting.loggers.mlflow import MLflow
+from experiments.reporting.loggers.wandb import Wandb
 from experiments.run.task import train
 from tests.conftest import run_cli
 from tests.test_sweeps import free_port
@@ -30,7 +40,7 @@ SHORT = ("model=mlp", "trainer.max_epochs=2", "trainer.accelerator=cpu")  # the 
 
 
 def test_the_params_are_the_composed_config_under_dotted_keys(make_config):
-    params = tracking.flat_config(make_config("model=cnn", "tags=[baseline,v2]"))
+    params = flat_config(make_config("model=cnn", "tags=[baseline,v2]"))
     assert params["model.channels"] == "[32, 64]" and params["optimizer.lr"] == 0.003 and params["seed"] == 42
     assert params["tags"] == "['baseline', 'v2']" and params["notes"] == "None"
     assert params["trainer.max_epochs"] == 20 and params["data._target_"].endswith("DigitsDataModule")
@@ -51,7 +61,7 @@ def test_tags_and_notes_of_the_wrong_kind_are_one_line(make_config, overrides, m
     assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize(("factory", "package"), [(tracking.mlflow_logger, "mlflow"), (tracking.wandb_logger, "wandb")])
+@pytest.mark.parametrize(("factory", "package"), [(MLflow, "mlflow"), (Wandb, "wandb")])
 def test_a_tracker_without_its_extra_is_one_line(monkeypatch, tmp_path, factory, package):
     monkeypatch.setitem(sys.modules, package, None)  # what `import` finds when the package is not installed
     with pytest.raises(UserError) as caught:
@@ -63,7 +73,7 @@ def test_a_tracker_without_its_extra_is_one_line(monkeypatch, tmp_path, factory,
 
 
 def test_a_tracking_server_that_does_not_answer_is_one_line_within_seconds(monkeypatch, tmp_path):
-    monkeypatch.setattr(tracking, "REACH_SECONDS", 1)
+    monkeypatch.setattr(mlflow, "REACH_SECONDS", 1)
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     with socket.socket() as silent:  # listens, never answers
         silent.bind(("127.0.0.1", 0))
@@ -72,7 +82,7 @@ def test_a_tracking_server_that_does_not_answer_is_one_line_within_seconds(monke
         for uri in (closed, mute):
             started = time.perf_counter()
             with pytest.raises(UserError) as caught:
-                tracking.mlflow_logger(tracking_uri=uri, store_dir=str(tmp_path))
+                MLflow(tracking_uri=uri, store_dir=str(tmp_path))
             assert time.perf_counter() - started < 3
             line = str(caught.value)
             assert line.startswith(f"the MLflow tracking server {uri} does not answer (") and "\n" not in line
@@ -119,6 +129,19 @@ def test_a_run_in_the_local_mlflow_store_has_the_config_metrics_figures_tags_and
             assert image.format == "PNG" and min(image.size) > 100
 
 
+def test_a_plain_lightning_logger_gets_the_params_and_the_curves(make_config, caplog):
+    # Not one of ours (a user's CometLogger, say): Lightning's own calls only, the params among them.
+    cfg = make_config(*SHORT, "logger=csv", "logger.csv._target_=lightning.pytorch.loggers.CSVLogger")
+    with caplog.at_level("INFO"):
+        train(cfg)
+    logged = Path(cfg.paths.output_dir) / "csv"
+    params = yaml.safe_load((logged / "hparams.yaml").read_text())
+    assert params["model.width"] == 256 and params["trainer.max_epochs"] == 2 and params["tags"] == "[]"
+    with (logged / "metrics.csv").open() as rows:
+        assert [row["step"] for row in csv.DictReader(rows) if row["val/acc"]] == ["19", "39"]
+    assert "run directory" in caplog.text and "dashboard" not in caplog.text  # it names no viewer
+
+
 # The command line against a real MLflow server, a sweep in the local store, and W&B offline.
 
 
@@ -127,30 +150,61 @@ def get(url: str, **query) -> dict:
         return json.loads(response.read())
 
 
+def runs_of(server: str, experiment_id: str) -> list[dict]:
+    request = urllib.request.Request(
+        f"{server}/api/2.0/mlflow/runs/search",
+        data=json.dumps({"experiment_ids": [experiment_id]}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read()).get("runs", [])
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+
+    def kill(self, signum: int = signal.SIGKILL) -> None:
+        """The server and the workers it started: all of its process group."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signum)
+        self.process.wait(timeout=30)
+
+
 @pytest.fixture
-def mlflow_server(tmp_path):
+def served(tmp_path) -> Iterator[Server]:
+    """A real MLflow server on 127.0.0.1, one worker (its default four take half a minute to start on two cores)."""
     port = free_port()
+    where = ("--host", "127.0.0.1", "--port", str(port), "--workers", "1")
     store = ("--backend-store-uri", f"sqlite:///{(tmp_path / 'server.db').as_posix()}")
     artifacts = ("--artifacts-destination", str(tmp_path / "server-artifacts"))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), *store, *artifacts],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    server = Server(
+        f"http://127.0.0.1:{port}",
+        subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", *where, *store, *artifacts],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a process group of its own, so that its workers go with it
+        ),
     )
-    url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
             try:
-                with urllib.request.urlopen(f"{url}/health", timeout=1):
+                with urllib.request.urlopen(f"{server.url}/health", timeout=1):
                     break
             except OSError:
                 time.sleep(0.5)
         else:
             pytest.fail("the MLflow server did not start within two minutes")
-        yield url
+        yield server
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.kill(signal.SIGTERM)
+
+
+@pytest.fixture
+def mlflow_server(served) -> str:
+    return served.url
 
 
 @pytest.mark.slow
@@ -166,13 +220,7 @@ def test_a_run_reaches_a_real_mlflow_server_with_its_params_metrics_files_and_fi
     assert result.returncode == 0, result.stderr[-3000:]
     api = f"{mlflow_server}/api/2.0/mlflow"
     experiment = get(f"{api}/experiments/get-by-name", experiment_name="train")["experiment"]
-    request = urllib.request.Request(
-        f"{api}/runs/search",
-        data=json.dumps({"experiment_ids": [experiment["experiment_id"]]}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        (run,) = json.loads(response.read())["runs"]
+    (run,) = runs_of(mlflow_server, experiment["experiment_id"])
     run_id = run["info"]["run_id"]
     (run_dir,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
     assert run["info"]["run_name"] == run_dir.name and run["info"]["status"] == "FINISHED"
