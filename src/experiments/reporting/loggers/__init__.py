@@ -2,7 +2,7 @@
 
     tensorboard.py  TensorBoard (the default): figures, tables, the HParams tab
     csv.py          CSV files
-    mlflow.py       MLflow: a local store or a server, one experiment per sweep
+    mlflow.py       MLflow: a local store or a server, one experiment per sweep; a server lost mid-run is left
     wandb.py        Weights & Biases, offline by default, one group per sweep
     base.py         `RunLogger`, what a run tells a logger (each method with a default), and what they share
 
