@@ -28,10 +28,10 @@ log = logging.getLogger(__name__)
 
 REACH_SECONDS = 5  # how long a tracking server may take to answer before the run gives up on it
 
-# MLflow's client retries a request 7 times with a backoff that doubles from 2 s, each try waiting up to 120 s:
-# minutes of a stalled run for a server that has gone. Ours tries 3 times within seconds (a dead server), or
-# about half a minute (a hung one); where the user set one of these, theirs is kept. MLflow reads them at each
-# request, so they are set around our client's requests only.
+# MLflow's client retries a request 7 times, backing off from 4 s to 2 minutes, and waits up to 120 s for each
+# answer: about four minutes of a stalled run for a server that has gone. Ours makes 3 tries: about 3 s for a
+# dead server, half a minute for a hung one. Where the user set one of these, theirs is kept; MLflow reads them
+# at each request, so they are set around our client's requests only, not for the rest of the process.
 BOUNDED_REQUESTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # read as an integer
