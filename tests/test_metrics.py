@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 
 from experiments.data import DigitsDataModule
 from experiments.models.classifier import Classifier, Tally
+from experiments.reporting.loggers.tensorboard import TensorBoard
 
 
 def logits_for(predictions: list[int], num_classes: int) -> torch.Tensor:
@@ -155,7 +155,7 @@ def test_the_confusion_matrix_counts_true_classes_in_rows_and_predictions_in_col
         return plt.figure()
 
     monkeypatch.setattr(dashboards, "confusion_figure", figure)
-    logger = TensorBoardLogger(tmp_path)
+    logger = TensorBoard(tmp_path)
     names = ["a", "b", "c", "d"]
     trainer = SimpleNamespace(
         loggers=[logger], is_global_zero=True, global_step=3, datamodule=SimpleNamespace(class_names=names)

@@ -6,8 +6,8 @@ callback adds what a user looks at to judge a run or compare a sweep's runs:
   a grid of images with their true and predicted labels, or a table of reviews for text;
 - at the end, the run's hyperparameters with its final metrics in TensorBoard's HParams dashboard, so the
   runs of a sweep line up in one table (`tensorboard --logdir <sweep dir>`, HPARAMS tab).
-Each figure is drawn once and handed to every logger that takes images: TensorBoard, MLflow (as PNG files of
-the run) and W&B (as images and tables); see `sinks`.
+Each figure is drawn once and handed to every logger that takes figures (`add_figure`, `add_table`): TensorBoard,
+MLflow (as PNG files of the run) and W&B (as images and tables); see reporting/loggers/.
 
 Costs nothing per training step: validation and test steps hand over their logits, and the confusion
 matrix is counted on the device (torchmetrics), once per drawn evaluation, when the host reads it.
@@ -15,16 +15,15 @@ matrix is counted on the device (torchmetrics), once per drawn evaluation, when 
 
 from __future__ import annotations
 
-import io
 import math
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from experiments.core.run_dir import final_objective
 from experiments.data.contract import class_names
+from experiments.reporting.loggers.base import figure_loggers, run_loggers
 
 KEPT = 512  # examples per evaluation kept to pick misclassified ones from (the first batches')
 SHOWN = 16  # misclassified examples shown
@@ -52,7 +51,7 @@ class Dashboards(L.Callback):
     # Counting, on the device, during the validations that will be drawn and the test.
     def _start(self, trainer: L.Trainer, pl_module: L.LightningModule, draws: bool) -> None:
         self._confusion, self._labels, self._kept = None, [], []  # `_count` skips an evaluation nobody draws
-        if draws and sinks(trainer):
+        if draws and figure_loggers(trainer.loggers):
             # Without argument checks, which would read the labels back to the host. Only the first process
             # draws, from its own batches: a synchronisation would wait for the others, which never compute.
             n = pl_module.hparams.spec["num_classes"]
@@ -94,7 +93,7 @@ class Dashboards(L.Callback):
 
     # Drawing, once per evaluation.
     def _draw(self, trainer: L.Trainer, stage: str) -> None:
-        destinations = sinks(trainer)
+        destinations = figure_loggers(trainer.loggers)
         if not destinations or self._confusion is None or not trainer.is_global_zero:
             return
         names = class_names(trainer.datamodule, self._confusion.num_classes)
@@ -112,11 +111,11 @@ class Dashboards(L.Callback):
                 figures[f"{stage}/misclassified"] = examples_figure(x, y, probabilities, names)
             elif len(wrong) and hasattr(trainer.datamodule, "vocabulary"):  # token ids: a table of the reviews
                 tables[f"{stage}/misclassified"] = reviews_table(x, y, probabilities, names, trainer.datamodule)
-        for sink in destinations:
+        for logger in destinations:
             for tag, figure in figures.items():
-                sink.figure(tag, figure, step)
+                logger.add_figure(tag, figure, step)
             for tag, (columns, rows) in tables.items():
-                sink.table(tag, columns, rows, step)
+                logger.add_table(tag, columns, rows, step)
         for figure in figures.values():
             _pyplot().close(figure)
 
@@ -139,63 +138,9 @@ class Dashboards(L.Callback):
         self._log_hparams(trainer, pl_module)
 
     def _log_hparams(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        logger = tensorboard_logger(trainer)
-        if logger is None:
-            return
         hparams = {**run_hparams(trainer, pl_module), "tags": ",".join(self.tags), "notes": self.notes}
-        # Tags of their own: under their usual names these would add a step-0 point to each curve.
-        metrics = {f"final/{key.replace('/', '_')}": value for key, value in self._final.items()}
-        logger.log_hyperparams(hparams, metrics)
-        logger.experiment.flush()
-
-
-def tensorboard_logger(trainer: L.Trainer) -> TensorBoardLogger | None:
-    return next((logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
-
-
-class TensorBoardSink:
-    def __init__(self, logger: TensorBoardLogger) -> None:
-        self.board = logger.experiment  # the SummaryWriter
-
-    def figure(self, tag: str, figure, step: int) -> None:
-        self.board.add_figure(tag, figure, step, close=False)  # the other sinks draw it too
-
-    def table(self, tag: str, columns: list[str], rows: list[list], step: int) -> None:
-        self.board.add_text(tag, markdown_table(columns, rows), step)  # the text tab renders Markdown
-
-
-class MLflowSink:
-    """PNG and Markdown files of the run, one per evaluation: `figures/<stage>/<name>/step-<global step>.png`."""
-
-    def __init__(self, logger: MLFlowLogger) -> None:
-        self.client, self.run_id = logger.experiment, logger.run_id
-
-    def figure(self, tag: str, figure, step: int) -> None:
-        self.client.log_figure(self.run_id, figure, f"figures/{tag}/step-{step:07d}.png")
-
-    def table(self, tag: str, columns: list[str], rows: list[list], step: int) -> None:
-        self.client.log_text(self.run_id, markdown_table(columns, rows), f"figures/{tag}/step-{step:07d}.md")
-
-
-class WandbSink:
-    def __init__(self, logger: WandbLogger) -> None:
-        self.logger = logger
-
-    def figure(self, tag: str, figure, step: int) -> None:
-        from PIL import Image
-
-        from experiments.reporting.tracking import png
-
-        self.logger.log_image(key=tag, images=[Image.open(io.BytesIO(png(figure)))], step=step)
-
-    def table(self, tag: str, columns: list[str], rows: list[list], step: int) -> None:
-        self.logger.log_table(key=tag, columns=columns, data=rows, step=step)
-
-
-def sinks(trainer: L.Trainer) -> list[TensorBoardSink | MLflowSink | WandbSink]:
-    """Where this run's figures go: each of its loggers that takes images."""
-    kinds = ((TensorBoardLogger, TensorBoardSink), (MLFlowLogger, MLflowSink), (WandbLogger, WandbSink))
-    return [sink(logger) for logger in trainer.loggers for kind, sink in kinds if isinstance(logger, kind)]
+        for logger in run_loggers(trainer.loggers):
+            logger.log_final(hparams, self._final)
 
 
 def run_hparams(trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
@@ -280,11 +225,3 @@ def reviews_table(x: torch.Tensor, y: torch.Tensor, probabilities: torch.Tensor,
         predicted = int(p.argmax())
         rows.append([names[label], names[predicted], round(float(p[predicted]), 2), " ".join(words)])
     return ["true", "predicted", "probability", "review (first 60 words)"], rows
-
-
-def markdown_table(columns: list[str], rows: list[list]) -> str:
-    def cell(value) -> str:
-        return f"{value:.2f}" if isinstance(value, float) else str(value).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    return "\n".join(lines + ["| " + " | ".join(map(cell, row)) + " |" for row in rows])

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.core.config import validate
 from experiments.core.run_dir import Metrics, Objective, RunDir, final_objective
-from experiments.reporting.tracking import dashboards
+from experiments.reporting.loggers.base import run_loggers
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,6 @@ def train(cfg: DictConfig) -> float:
     from hydra.utils import instantiate
 
     from experiments.reporting.callbacks import Throughput
-    from experiments.reporting.tracking import log_config, store_run_files
     from experiments.run.allocator import keep_freed_memory
     from experiments.run.nvml import plain_cuda_checks
     from experiments.run.recovery import StopOnNonFiniteLoss, check_resumable, init_weights, load_checkpoint
@@ -60,7 +59,8 @@ def train(cfg: DictConfig) -> float:
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] + always
     loggers = [instantiate(c) for c in cfg.logger.values() if c]
     trainer = build_trainer(cfg, callbacks, loggers)
-    log_config(trainer.loggers, cfg)
+    for logger in run_loggers(trainer.loggers):
+        logger.log_config(cfg)
 
     # Ctrl+C, SIGTERM: last.ckpt at the end of the batch, then stop (stop_signals.py). Without a GPU: no driver
     # query per step.
@@ -97,7 +97,9 @@ def train(cfg: DictConfig) -> float:
         output_dir.mkdir(parents=True, exist_ok=True)  # absent when neither checkpoints nor a logger wrote there
         metrics.write(RunDir(output_dir).metrics_file)
         print_summary(metrics, output_dir, trainer.loggers)
-        store_run_files(trainer.loggers, output_dir, cfg)
+        for logger in run_loggers(trainer.loggers):
+            logger.store_run_files(output_dir, cfg)
+            logger.finish()
     return objective
 
 
@@ -131,6 +133,7 @@ def plain(node: DictConfig) -> dict:
 def print_summary(metrics: Metrics, output_dir: Path, loggers: list) -> None:
     test, objective = metrics.test, metrics.objective
     best = RunDir(output_dir).resolve(metrics.best_checkpoint) if metrics.best_checkpoint else "(none saved)"
+    viewers = (logger.viewer_command(output_dir) for logger in run_loggers(loggers))
     lines = []
     if test:
         lines.append(f"test accuracy  {test['test/acc']:.4f}   test loss {test['test/loss']:.4f}")
@@ -140,6 +143,6 @@ def print_summary(metrics: Metrics, output_dir: Path, loggers: list) -> None:
         + (f"   {metrics.samples_per_second:,.0f} training samples/s" if metrics.samples_per_second else ""),
         f"checkpoint     {best}",
         f"run directory  {output_dir}",
-        *(f"dashboard      {command}" for command in dashboards(loggers, output_dir)),
+        *(f"dashboard      {command}" for command in viewers if command),
     ]
     log.info("\n".join(lines))  # to the console and the run's train.log
