@@ -261,8 +261,9 @@ class Classifier(L.LightningModule):
         tally.reset()
 
     def configure_optimizers(self):
-        # Lightning refuses to clip gradients under mixed precision for an optimiser that could unscale
-        # them inside its own step, as fused ones can: with clipping, the multi-tensor kernels instead.
+        # The one place the optimiser and its schedule are built (a run checks their settings at start, without
+        # building them: run/task.py). Lightning refuses to clip gradients under mixed precision for an optimiser
+        # that could unscale them inside its own step, as fused ones can: with clipping, the multi-tensor kernels.
         clipping = bool(self.trainer.gradient_clip_val) and isinstance(self.trainer.precision_plugin, MixedPrecision)
         optimizer = build_optimizer(self.net, self.hparams.optimizer, fused=not clipping)
         schedule = build_scheduler(optimizer, self.hparams.scheduler, self.trainer.estimated_stepping_batches)

@@ -61,11 +61,13 @@ def load_model(checkpoint: Path):
 
 def load(path: Path, overrides: list[str]):
     """(config, data module, model, checkpoint) of the run at `path`, as it was trained, with `overrides`."""
-    from hydra.utils import instantiate
+    import lightning as L
+
+    from experiments.core.build import build
 
     run, checkpoint = find_run(path)
     cfg = run_config(run, overrides)
-    return cfg, instantiate(cfg.data), load_model(checkpoint), checkpoint
+    return cfg, build(cfg.data, "data", L.LightningDataModule), load_model(checkpoint), checkpoint
 
 
 def evaluation_trainer(cfg: DictConfig, progress: bool = False, callbacks: list | None = None):

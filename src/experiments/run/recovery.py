@@ -168,9 +168,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path, map_location)
 
 
-def check_resumable(checkpoint: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """A run resumed with settings that build another net or another optimiser cannot take up its checkpoint:
-    one line that says so, before training starts, instead of a traceback from the middle of restoring it."""
+def check_resumable(checkpoint: dict, model: torch.nn.Module, optimizer_groups: int) -> None:
+    """A run resumed with settings that build another net, or an optimiser with another number of parameter
+    groups, cannot take up its checkpoint: one line that says so, before training starts (and before the
+    optimiser is built), instead of a traceback from the middle of restoring it."""
     saved, built = checkpoint.get("state_dict", {}), model.state_dict()
     differing = sorted(set(saved) ^ set(built)) or [k for k, v in built.items() if saved[k].shape != v.shape]
     if differing:
@@ -179,9 +180,9 @@ def check_resumable(checkpoint: dict, model: torch.nn.Module, optimizer: torch.o
             "differs); resume with the run's own model settings"
         )
     saved_groups = [len(state["param_groups"]) for state in checkpoint.get("optimizer_states", [])]
-    if saved_groups and saved_groups != [len(optimizer.param_groups)]:
+    if saved_groups and saved_groups != [optimizer_groups]:
         raise UserError(
-            f"cannot resume: these settings give the optimiser {len(optimizer.param_groups)} parameter groups, "
+            f"cannot resume: these settings give the optimiser {optimizer_groups} parameter groups, "
             f"the run's checkpoint has {saved_groups[0]}; resume with the run's own optimizer settings"
         )
 
