@@ -109,6 +109,13 @@ MISTAKES = {
         (),
         "trainer: Trainer got an unexpected keyword argument 'max_epoch'",
     ),
+    "a value the component's own rule refuses": (
+        {"_target_": "experiments.run.recovery.LastCheckpoint", "dirpath": "unused", "every_n_epochs": 0},
+        "callbacks.last_checkpoint",
+        L.Callback,
+        (),
+        "callbacks.last_checkpoint.every_n_epochs=0 is not allowed: it must be an integer >= 1",
+    ),
     "a value its constructor refuses": (  # Lightning's ValueError: the user's to change, not a bug
         {"_target_": "lightning.Trainer", "accelerator": "abacus", "logger": False},
         "trainer",

@@ -30,7 +30,8 @@ BAD_CONFIGS = [
     ("data=imdb data.vocab_size=2", "data.vocab_size=2 is not allowed: it must be an integer >= 3"),
     ("data=mnist data.val_size=1.5", "data.val_size=1.5 is not allowed: it must be a number >= 0.0 and < 1.0"),
     ("data.val_size=0.6 data.test_size=0.5", "data.val_size + data.test_size = 1.1 leaves nothing to train on"),
-    ("data=cifar10 data.translate=40", "data.translate=40 is not allowed: it must be an integer >= 0 and <= 16"),
+    # Reflect-padded shifts: up to one pixel less than the image's side (CIFAR-10's 32).
+    ("data=cifar10 data.translate=40", "data.translate=40 is not allowed: it must be an integer >= 0 and <= 31"),
     ("data=mnist data.download=maybe", "data.download='maybe' is not allowed: it must be true or false"),
     ("trainer=gpu", "trainer.accelerator='gpu' is not available: no CUDA GPU here; use trainer=cpu"),
     (
@@ -55,6 +56,8 @@ BAD_CONFIGS = [
         "scheduler._target_=torch.optim.lr_scheduler.StepLR",
         "scheduler: StepLR missing a required argument: 'step_size'",
     ),
+    ("optimizer=sgd optimizer.momentum=0", "optimizer.nesterov=true needs optimizer.momentum > 0 and no dampening"),
+    ("optimizer=adam +optimizer.eps=-1", "optimizer.eps=-1 is not allowed: it must be a number >= 0.0"),
     ("optimizer.norm_lr_scale=0", "optimizer.norm_lr_scale=0 is not allowed: it must be a number > 0.0"),
     ("deterministic=maybe", "deterministic='maybe' is not allowed: it must be true or false"),
     ("seed=-1", "seed=-1 is not allowed: it must be an integer >= 0"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from experiments.data.in_memory import InMemoryDataModule
+from experiments.data.in_memory import InMemoryDataModule, check_held_out
 
 
 class DigitsDataModule(InMemoryDataModule):
@@ -26,9 +26,10 @@ class DigitsDataModule(InMemoryDataModule):
         split_seed: int | None = None,
         seed: int = 0,
     ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed)
-        self.val_size, self.test_size = val_size, test_size
-        self.split_seed = seed if split_seed is None else split_seed
+        split_seed = seed if split_seed is None else split_seed
+        super().__init__(batch_size=batch_size, val_size=val_size, split_seed=split_seed, seed=seed)
+        check_held_out(val_size, test_size)
+        self.test_size = test_size
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

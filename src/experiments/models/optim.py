@@ -15,7 +15,21 @@ import torch
 from torch import nn
 
 from experiments.core.build import Component, component
-from experiments.core.rules import boolean, checks, number, one_of
+from experiments.core.errors import UserError
+from experiments.core.rules import betas, boolean, checks, number, one_of, require
+
+# The optimiser group's values, whatever the class: ours (lr, weight_decay, norm_lr_scale) and the common ones of
+# torch's optimisers, which refuse the same values in their constructors, but only once training starts (after
+# the run wrote its first files); a key the config lacks is not checked (the class's default, or no such argument).
+OPTIMIZER_RULES = {
+    "lr": number(0.0, low_inclusive=False),
+    "weight_decay": number(0.0),
+    "momentum": number(0.0, 1.0),
+    "nesterov": boolean,
+    "betas": betas,
+    "eps": number(0.0),
+    "norm_lr_scale": number(0.0, low_inclusive=False),
+}
 
 # Settings of ours in the optimiser group that go into its parameter groups, not to the optimiser class.
 GROUP_KEYS = ("weight_decay", "norm_lr_scale")
@@ -107,8 +121,12 @@ def sparse_tables(model: nn.Module) -> list[torch.Tensor]:
 
 
 def planned_optimizer(model: nn.Module, config: dict) -> tuple[Component, list[dict]]:
-    """The optimiser `config` names, not built: its class imported, and the parameter groups of `model` it is to be
-    built with."""
+    """The optimiser `config` names, not built: its values checked (`OPTIMIZER_RULES`), its class imported, and the
+    parameter groups of `model` it is to be built with."""
+    given = [key for key in OPTIMIZER_RULES if key in config or key == "lr"]  # lr has no default: always checked
+    require("optimizer", **{key: (config.get(key), OPTIMIZER_RULES[key]) for key in given})
+    if config.get("nesterov") and not (config.get("momentum", 0.0) > 0 and config.get("dampening", 0.0) == 0):
+        raise UserError("optimizer.nesterov=true needs optimizer.momentum > 0 and no dampening; or set nesterov=false")
     optimizer = component(config, "optimizer", torch.optim.Optimizer).without(*GROUP_KEYS)
     if "betas" in optimizer.settings:  # a config's list; torch's fused kernels want the tuple
         optimizer = optimizer.with_settings(betas=tuple(optimizer.settings["betas"]))
@@ -116,7 +134,7 @@ def planned_optimizer(model: nn.Module, config: dict) -> tuple[Component, list[d
 
 
 def check_optimizer(model: nn.Module, config: dict) -> int:
-    """Everything about the optimiser that can be known without building it: its class, its arguments.
+    """Everything about the optimiser that can be known without building it: its values, its class, its arguments.
     Returns the number of its parameter groups (what a checkpoint it resumes from must have)."""
     optimizer, groups = planned_optimizer(model, config)
     optimizer.check(groups)

@@ -29,6 +29,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from experiments.core.atomic import written_atomically
 from experiments.core.errors import NonFiniteLoss, UserError, is_user_error
 from experiments.core.lightning_internals import at_last_batch, save_last
+from experiments.core.rules import integer, require
 from experiments.core.run_dir import RunDir
 
 
@@ -88,6 +89,11 @@ class LastCheckpoint(ModelCheckpoint):
     change the callback's state key.)"""
 
     def __init__(self, dirpath: str, every_n_train_steps: int = 0, every_n_epochs: int = 1) -> None:
+        require(
+            "callbacks.last_checkpoint",
+            every_n_train_steps=(every_n_train_steps, integer(0)),
+            every_n_epochs=(every_n_epochs, integer(1)),
+        )
         super().__init__(dirpath=dirpath, monitor=None, save_top_k=0, save_last=True, enable_version_counter=False)
         self._steps_between_saves = every_n_train_steps
         self._epochs_between_saves = every_n_epochs
