@@ -1,6 +1,6 @@
 """One way to build what a config names by `_target_` (core/build.py): each group's mistakes in one line naming
-the group, nested nodes and `_partial_`, a run's optimiser and schedule built once, and a run folder written
-before this layout still loading, evaluating and predicting."""
+the group, nested nodes and `_partial_`, a run's optimiser and schedule built once, the objective checked at start,
+and a run folder written before this layout still loading, evaluating and predicting."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from torch import nn
 from experiments.core.build import build, component
 from experiments.core.errors import UserError, classify
 from experiments.core.rules import checks, number
+from experiments.models.classifier import OBJECTIVES
 from experiments.models.optim import build_optimizer, build_scheduler, check_optimizer, check_scheduler
+from tests.conftest import run_cli
 
 DIGITS = "experiments.data.DigitsDataModule"
 BEFORE_THE_LAYOUT = Path(__file__).parent / "files" / "run_before_the_layout"
@@ -171,6 +173,15 @@ class CountingStepLR(torch.optim.lr_scheduler.StepLR):
         super().__init__(*args, **kwargs)
 
 
+class LoggedMetrics(L.Callback):
+    """Keeps the names of what the run logged by the end of its fit."""
+
+    names: set[str] = set()
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        LoggedMetrics.names = set(trainer.callback_metrics)
+
+
 def test_a_run_builds_its_optimiser_and_its_schedule_once(make_config, monkeypatch):
     from experiments.run.task import train
 
@@ -184,12 +195,17 @@ def test_a_run_builds_its_optimiser_and_its_schedule_once(make_config, monkeypat
         "scheduler=constant",
         "+scheduler._target_=tests.test_build.CountingStepLR",
         "+scheduler.step_size=5",
+        "+callbacks.logged._target_=tests.test_build.LoggedMetrics",
         "trainer.max_epochs=2",
         "logger=none",
         "trainer.accelerator=cpu",
     )
     train(cfg)  # fits, then tests the best checkpoint
     assert (CountingSGD.built, CountingStepLR.built) == (1, 1)
+    # What an objective may name is what the module logged while it fitted: no more, no less. (Throughput's figure,
+    # logged after each epoch's validation, is no metric a checkpoint could select on at that validation.)
+    module_logged = {name for name in LoggedMetrics.names if name.startswith(("train/", "val/"))}
+    assert module_logged - {"train/samples_per_s"} == set(OBJECTIVES)
 
 
 @checks("scheduler", factor=number(0.0, 1.0, low_inclusive=False))
@@ -215,6 +231,23 @@ def test_a_schedule_is_checked_at_start_without_being_built(monkeypatch):
         counting_schedule(optimizer, 10, factor=2)
     built = build_scheduler(optimizer, {**config, "factor": 0.5, "interval": "epoch"}, total_steps=10)
     assert built["interval"] == "epoch" and counting_schedule.calls == 1
+
+
+def test_an_objective_the_module_does_not_log_is_refused_in_process(make_config):
+    from experiments.run.task import build_model
+
+    with pytest.raises(UserError, match=r"^objective='val/accc' is not allowed: it must be one of val/loss, val/acc"):
+        build_model(make_config("objective=val/accc"), {"kind": "image", "shape": [1, 8, 8], "num_classes": 10})
+
+
+@pytest.mark.slow  # the command line in a subprocess: the full tier
+def test_an_objective_nothing_logs_is_one_line_at_start_with_nothing_left(tmp_path):
+    result = run_cli("objective=val/accc", "trainer.max_epochs=1", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    choices = "val/loss, val/acc, val/f1, train/loss, train/acc, train/f1"
+    assert line.startswith(f"error: objective='val/accc' is not allowed: it must be one of {choices}"), line
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # no run folder, no logger's file
 
 
 def test_a_run_written_before_this_layout_loads_evaluates_and_predicts(tmp_path, monkeypatch):

@@ -69,6 +69,7 @@ BAD_CONFIGS = [
         "callbacks.last_checkpoint.every_n_epochs=0",
         "callbacks.last_checkpoint.every_n_epochs=0 is not allowed: it must be an integer >= 1",
     ),
+    ("objective=val/accc", "objective='val/accc' is not allowed: it must be one of val/loss, val/acc, val/f1, train/"),
     ("resume=no/such/run", "resume=no/such/run: no checkpoint at"),
     ("init_from=no/such.ckpt", "no checkpoint at no/such.ckpt"),
 ]
@@ -102,7 +103,7 @@ def error_line_leaving_nothing(tmp_path: Path, monkeypatch, capsys, *arguments: 
 
 
 # One of each kind in the fast tier (a value rule, a group option, a _target_, a net's and a schedule's own
-# check, the machine, a path); all of them in the full tier.
+# check, the machine, the objective, a path); all of them in the full tier.
 FAST = {
     "optimizer.lr=0",
     "optimizer=lamb",
@@ -111,6 +112,7 @@ FAST = {
     "model=mlp +model.wdth=3",
     "scheduler=onecycle scheduler.pct_start=0",
     "trainer=gpu",
+    "objective=val/accc",
     "resume=no/such/run",
 }
 

@@ -104,11 +104,13 @@ def train(cfg: DictConfig) -> float:
 
 def build_model(cfg: DictConfig, spec: dict):
     """The run's LightningModule for data described by `spec`, its net built, and the number of parameter groups
-    its optimiser will have. The optimiser and the schedule are checked here, before anything is written,
-    without building them: Lightning has the module build them, once, when it fits (`configure_optimizers`)."""
-    from experiments.models.classifier import Classifier, FastClassifier
+    its optimiser will have. The objective, the optimiser and the schedule are checked here, before anything is
+    written, without building the optimiser or the schedule: Lightning has the module build them, once, when
+    it fits (`configure_optimizers`)."""
+    from experiments.models.classifier import Classifier, FastClassifier, check_objective
     from experiments.models.optim import check_optimizer, check_scheduler
 
+    check_objective(cfg.objective)
     model_class = FastClassifier if cfg.get("fast_path", True) else Classifier
     model = model_class(
         spec=spec,
