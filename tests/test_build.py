@@ -264,6 +264,7 @@ def test_a_run_written_before_this_layout_loads_evaluates_and_predicts(tmp_path,
     optimizer = build_optimizer(model.net, model.hparams.optimizer)
     assert type(optimizer).__name__ == "AdamW" and build_scheduler(optimizer, model.hparams.scheduler, 10)
 
+    # Its config's data node still says `download: true`, which the digits no longer take.
     expected = json.loads((BEFORE_THE_LAYOUT / "metrics.json").read_text())["test"]
     result = evaluate(checkpoint, [])
     assert result["test/acc"] == pytest.approx(expected["test/acc"], abs=1e-6)

@@ -10,7 +10,6 @@ import torch
 from torchvision.datasets import CIFAR10
 
 from experiments.core.rules import boolean, require
-from experiments.data.augmentation import crop as _crop  # noqa: F401 (the name CIFAR-10's tests know it by)
 from experiments.data.augmentation import shifts_within, translate_and_flip
 from experiments.data.downloaded import DownloadedDataModule, Split
 from experiments.data.files import DamagedFile, extract_tar, fetch_or_explain

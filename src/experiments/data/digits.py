@@ -11,7 +11,7 @@ from experiments.data.in_memory import InMemoryDataModule, check_held_out
 class DigitsDataModule(InMemoryDataModule):
     """Digits 0-9 as 1x8x8 images with pixel values 0..16, split into train/val/test from `split_seed` (or `seed`).
 
-    `data_dir` and `download`, which every dataset takes, are ignored: the images ship with scikit-learn.
+    `data_dir`, which every dataset takes, is ignored: the images ship with scikit-learn.
     """
 
     spec = {"kind": "image", "shape": [1, 8, 8], "num_classes": 10}
@@ -19,7 +19,6 @@ class DigitsDataModule(InMemoryDataModule):
     def __init__(
         self,
         data_dir: str = "data",
-        download: bool = True,
         batch_size: int = 64,
         val_size: float = 0.15,
         test_size: float = 0.15,

@@ -130,14 +130,13 @@ def channel_statistics(images: torch.Tensor) -> tuple[list[float], list[float]]:
 class ImageFolderDataModule(InMemoryDataModule):
     """The images of `root`, in a training, a validation and a test split, each image a uint8 tensor of the spec's
     shape. Training batches get random translation (`translate` pixels, reflect-padded) and horizontal flips, as
-    CIFAR-10's do. `data_dir` holds the cache; `download` is ignored: nothing is downloaded."""
+    CIFAR-10's do. `data_dir` holds the cache."""
 
     def __init__(
         self,
         *,
         root: str,
         data_dir: str = "data",
-        download: bool = True,
         batch_size: int = 128,
         val_size: float = 0.1,
         test_size: float = 0.2,

@@ -106,7 +106,7 @@ class TextCSVDataModule(EncodedTextDataModule):
     """The rows of `path` (minus a test part unless `test_path` is given, and a validation part) and the test rows.
 
     The files are read when the module is built, as the number of classes is part of the spec the net is built
-    from; the encoded splits are what `fetch` leaves in the cache and `load` reads. `download` is ignored.
+    from; the encoded splits are what `fetch` leaves in the cache and `load` reads.
     """
 
     cache_folder = "text_csv_cache"
@@ -120,7 +120,6 @@ class TextCSVDataModule(EncodedTextDataModule):
         label_column: str = "label",
         test_size: float = 0.2,
         data_dir: str = "data",
-        download: bool = True,
         batch_size: int = 64,
         val_size: float = 0.1,
         split_seed: int = 0,
@@ -129,9 +128,11 @@ class TextCSVDataModule(EncodedTextDataModule):
         min_freq: int = 2,
         seq_len: int = 400,
     ) -> None:
+        # Nothing to download: `fetch` encodes the user's own files into the cache, and a cache that cannot be
+        # read is built again (cache.py), so nothing is ever fetched afresh either.
         super().__init__(
             data_dir=data_dir,
-            download=download,
+            download=False,
             batch_size=batch_size,
             val_size=val_size,
             split_seed=split_seed,
