@@ -69,8 +69,7 @@ def test_results_runs_each_recipe_over_seeds_and_writes_the_table(tmp_path):
     run_script(
         *("benchmarks/results.py", "--quick", "--seeds", "0", "1", "--recipes", *recipes, "--out", str(out)),
         *("--runs", str(tmp_path / "runs")),
-        f"paths.data_dir={tmp_path / 'data'}",
-        "data.download=false",
+        f"paths.data_dir={tmp_path / 'data'}",  # the fixtures' files: nothing to download
     )
     table = out.read_text()
     assert re.search(r"Last updated by `python benchmarks/results.py --quick .+`", table)

@@ -38,14 +38,15 @@ def test_the_groups_a_user_expects_are_there():
 
 
 def checked(cfg) -> None:
-    """What a run checks before it writes anything: the central rules, then the net, optimiser and schedule
-    built for the data's spec (the data module is only constructed: nothing is read or downloaded)."""
-    from hydra.utils import instantiate
+    """What a run checks before it writes anything: the central rules, the data module built (nothing is read or
+    downloaded), the net built for its spec, and the objective, optimiser and schedule checked."""
+    import lightning as L
 
+    from experiments.core.build import build
     from experiments.run.task import build_model
 
     validate(cfg)
-    build_model(cfg, instantiate(cfg.data).spec)
+    build_model(cfg, build(cfg.data, "data", L.LightningDataModule).spec)
 
 
 def users_files(option: str, folder: Path) -> list[str]:

@@ -8,10 +8,11 @@ import json
 import logging
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
-from hydra.utils import instantiate
 
+from experiments.core.build import build
 from experiments.core.config import compose, validate
 from experiments.core.errors import UserError
 from experiments.data import DigitsDataModule, IMDBDataModule
@@ -170,18 +171,24 @@ def test_a_cache_write_that_stops_halfway_leaves_the_old_file(tmp_path, monkeypa
     assert cache.path.read_bytes() == before and list(tmp_path.iterdir()) == [cache.path]  # no .part left
 
 
-# Every dataset config takes the same data keys.
+# Every dataset config takes the same data keys; those that download something, `download` too.
+
+COMMON_KEYS = {"data_dir", "batch_size", "val_size", "split_seed", "seed"}
 
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10", "imdb", "digits"])
 def test_every_dataset_composes_with_the_common_keys_overridden(tmp_path, name):
-    cfg = compose([f"data={name}", f"data.data_dir={tmp_path}", "data.download=false"])
+    downloads = name != "digits"
+    cfg = compose([f"data={name}", f"data.data_dir={tmp_path}", *(["data.download=false"] if downloads else [])])
     validate(cfg)
-    assert {"data_dir", "download", "batch_size", "val_size", "split_seed", "seed"} <= set(cfg.data)
-    data = instantiate(cfg.data)  # built, not set up: nothing is read or fetched
+    assert set(cfg.data) >= COMMON_KEYS and ("download" in cfg.data) == downloads
+    data = build(cfg.data, "data", L.LightningDataModule)  # built, not set up: nothing is read or fetched
     assert data.batch_size == cfg.data.batch_size and data.seed == cfg.seed
-    if name != "digits":
+    if downloads:
         assert data.root == tmp_path and data.download is False
+    else:  # a setting it would ignore is refused, not accepted and ignored
+        with pytest.raises(UserError, match=r"^data: DigitsDataModule got an unexpected keyword argument 'download'"):
+            build({**cfg.data, "download": False}, "data", L.LightningDataModule)
     assert list(tmp_path.iterdir()) == []
 
 

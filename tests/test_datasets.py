@@ -17,7 +17,8 @@ import torch
 
 from experiments.core.errors import UserError
 from experiments.data import CIFAR10DataModule, IMDBDataModule, MNISTDataModule
-from experiments.data.cifar10 import _crop, read_batch
+from experiments.data.augmentation import crop
+from experiments.data.cifar10 import read_batch
 from experiments.data.files import extract_tar
 from experiments.data.text import tokenize
 from experiments.run.task import train
@@ -230,8 +231,8 @@ def test_augmentation_translates_and_flips_training_batches_only(fixture_data):
     pad = 4
     padded = torch.nn.functional.pad(x, (pad,) * 4, mode="reflect")
     offset = torch.full((64, 1, 1, 1), pad)
-    assert torch.equal(_crop(padded, offset, offset, 32, 32), x)
-    shifted = _crop(padded, offset + 1, offset, 32, 32)  # one row down
+    assert torch.equal(crop(padded, offset, offset, 32, 32), x)
+    shifted = crop(padded, offset + 1, offset, 32, 32)  # one row down
     assert torch.equal(shifted[:, :, :-1], x[:, :, 1:])
     batch = (data.splits["test"][0][:8], data.splits["test"][1][:8])
     assert torch.equal(data.on_after_batch_transfer(batch, 0)[0], data.normalize(batch[0]))  # no trainer: eval
@@ -249,7 +250,7 @@ def test_mnist_translates_training_batches_when_asked_and_never_flips(fixture_da
     # Each image is its original moved by at most 2 pixels each way; a mirror image never appears.
     padded = torch.nn.functional.pad(x, (2,) * 4, mode="reflect")
     crops = [
-        _crop(padded, torch.full((64, 1, 1, 1), dy), torch.full((64, 1, 1, 1), dx), 28, 28)
+        crop(padded, torch.full((64, 1, 1, 1), dy), torch.full((64, 1, 1, 1), dx), 28, 28)
         for dy in range(5)
         for dx in range(5)
     ]

@@ -85,7 +85,7 @@ def test_compile_switch_compiles_in_place_and_keeps_checkpoint_keys():
 
 
 def test_channels_last_on_gpus_for_convolutional_nets_only():
-    conv, mlp = (build_net({"name": n}, DigitsDataModule.spec) for n in ("cnn", "mlp"))
+    conv, mlp = (build_net({"_target_": f"experiments.models.nets.{n}"}, DigitsDataModule.spec) for n in ("CNN", "MLP"))
     cuda = torch.device("cuda")  # only read for its type: no GPU needed to decide
     conv_weight = next(m.weight for m in conv.modules() if isinstance(m, torch.nn.Conv2d))
     prepare_net(conv, cuda, compile=False)

@@ -282,12 +282,15 @@ def test_bad_settings_are_one_line(tmp_path, monkeypatch, capsys, override, expe
 
 
 def test_the_image_folder_config_composes_with_the_common_keys(tmp_path):
-    from hydra.utils import instantiate
+    import lightning as L
+
+    from experiments.core.build import build
 
     root = a_folder(tmp_path, "cat", "dog")
     cfg = compose(["data=image_folder", f"data.root={root}", f"data.data_dir={tmp_path / 'data'}", "seed=3"])
-    assert {"data_dir", "download", "batch_size", "val_size", "split_seed", "seed"} <= set(cfg.data)
-    data = instantiate(cfg.data)
+    assert {"data_dir", "batch_size", "val_size", "split_seed", "seed"} <= set(cfg.data)
+    assert "download" not in cfg.data  # nothing to download: its own files only
+    data = build(cfg.data, "data", L.LightningDataModule)
     assert data.spec["shape"] == [3, 32, 32] and data.seed == 3 and data.class_names == ["cat", "dog"]
 
 

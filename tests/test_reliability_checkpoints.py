@@ -264,8 +264,7 @@ def test_a_resumed_run_that_does_not_validate_again_reports_the_validation_befor
 
 
 def test_a_model_loaded_from_a_checkpoint_brings_no_old_metrics_into_a_new_fit(make_config):
-    from hydra.utils import instantiate
-
+    from experiments.core.build import build
     from experiments.models.classifier import Classifier
     from experiments.run.task import train
 
@@ -290,5 +289,5 @@ def test_a_model_loaded_from_a_checkpoint_brings_no_old_metrics_into_a_new_fit(m
     trainer = L.Trainer(
         max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False
     )
-    trainer.fit(model, datamodule=instantiate(cfg.data))
+    trainer.fit(model, datamodule=build(cfg.data, "data", L.LightningDataModule))
     assert not any(key.startswith("val/") for key in trainer.callback_metrics)

@@ -30,7 +30,8 @@ BAD_CONFIGS = [
     ("data=imdb data.vocab_size=2", "data.vocab_size=2 is not allowed: it must be an integer >= 3"),
     ("data=mnist data.val_size=1.5", "data.val_size=1.5 is not allowed: it must be a number >= 0.0 and < 1.0"),
     ("data.val_size=0.6 data.test_size=0.5", "data.val_size + data.test_size = 1.1 leaves nothing to train on"),
-    ("data=cifar10 data.translate=40", "data.translate=40 is not allowed: it must be an integer >= 0 and <= 16"),
+    # Reflect-padded shifts: up to one pixel less than the image's side (CIFAR-10's 32).
+    ("data=cifar10 data.translate=40", "data.translate=40 is not allowed: it must be an integer >= 0 and <= 31"),
     ("data=mnist data.download=maybe", "data.download='maybe' is not allowed: it must be true or false"),
     ("trainer=gpu", "trainer.accelerator='gpu' is not available: no CUDA GPU here; use trainer=cpu"),
     (
@@ -55,6 +56,8 @@ BAD_CONFIGS = [
         "scheduler._target_=torch.optim.lr_scheduler.StepLR",
         "scheduler: StepLR missing a required argument: 'step_size'",
     ),
+    ("optimizer=sgd optimizer.momentum=0", "optimizer.nesterov=true needs optimizer.momentum > 0 and no dampening"),
+    ("optimizer=adam +optimizer.eps=-1", "optimizer.eps=-1 is not allowed: it must be a number >= 0.0"),
     ("optimizer.norm_lr_scale=0", "optimizer.norm_lr_scale=0 is not allowed: it must be a number > 0.0"),
     ("deterministic=maybe", "deterministic='maybe' is not allowed: it must be true or false"),
     ("seed=-1", "seed=-1 is not allowed: it must be an integer >= 0"),
@@ -66,6 +69,7 @@ BAD_CONFIGS = [
         "callbacks.last_checkpoint.every_n_epochs=0",
         "callbacks.last_checkpoint.every_n_epochs=0 is not allowed: it must be an integer >= 1",
     ),
+    ("objective=val/accc", "objective='val/accc' is not allowed: it must be one of val/loss, val/acc, val/f1, train/"),
     ("resume=no/such/run", "resume=no/such/run: no checkpoint at"),
     ("init_from=no/such.ckpt", "no checkpoint at no/such.ckpt"),
 ]
@@ -99,7 +103,7 @@ def error_line_leaving_nothing(tmp_path: Path, monkeypatch, capsys, *arguments: 
 
 
 # One of each kind in the fast tier (a value rule, a group option, a _target_, a net's and a schedule's own
-# check, the machine, a path); all of them in the full tier.
+# check, the machine, the objective, a path); all of them in the full tier.
 FAST = {
     "optimizer.lr=0",
     "optimizer=lamb",
@@ -108,6 +112,7 @@ FAST = {
     "model=mlp +model.wdth=3",
     "scheduler=onecycle scheduler.pct_start=0",
     "trainer=gpu",
+    "objective=val/accc",
     "resume=no/such/run",
 }
 

@@ -232,7 +232,7 @@ def test_a_resume_whose_settings_do_not_fit_the_checkpoint_says_so_and_keeps_the
 def test_a_resume_that_changes_the_optimisers_parameter_groups_is_refused():
     from experiments.data import DigitsDataModule
     from experiments.models.classifier import Classifier
-    from experiments.models.optim import build_optimizer
+    from experiments.models.optim import build_optimizer, check_optimizer
     from experiments.run.recovery import check_resumable
 
     cnn, adamw = (
@@ -242,8 +242,8 @@ def test_a_resume_that_changes_the_optimisers_parameter_groups_is_refused():
     model = Classifier(DigitsDataModule.spec, cnn, adamw, {})
     optimizer = build_optimizer(model.net, adamw)
     checkpoint = {"state_dict": model.state_dict(), "optimizer_states": [optimizer.state_dict()]}
-    check_resumable(checkpoint, model, optimizer)  # the same settings: fine
-    separate_norms = build_optimizer(model.net, {**adamw, "norm_lr_scale": 10})  # a third group
+    check_resumable(checkpoint, model, check_optimizer(model.net, adamw))  # the same settings: fine
+    separate_norms = check_optimizer(model.net, {**adamw, "norm_lr_scale": 10})  # a third group
     with pytest.raises(UserError, match="3 parameter groups, the run's checkpoint has 2"):
         check_resumable(checkpoint, model, separate_norms)
 

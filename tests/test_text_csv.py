@@ -207,12 +207,15 @@ def test_a_test_file_with_an_unknown_label_is_one_line(tmp_path):
 
 
 def test_the_text_csv_config_composes_with_the_common_keys(tmp_path):
-    from hydra.utils import instantiate
+    import lightning as L
+
+    from experiments.core.build import build
 
     path = sentiment_csv(tmp_path / "reviews.csv", 10)
     cfg = compose(["data=text_csv", f"data.path={path}", "data.text_column=review", "data.label_column=verdict"])
-    assert {"data_dir", "download", "batch_size", "val_size", "split_seed", "seed"} <= set(cfg.data)
-    data = instantiate(cfg.data)
+    assert {"data_dir", "batch_size", "val_size", "split_seed", "seed"} <= set(cfg.data)
+    assert "download" not in cfg.data  # nothing to download: its own files only
+    data = build(cfg.data, "data", L.LightningDataModule)
     assert data.spec["seq_len"] == 400 and data.seed == cfg.seed and data.class_names == ["bad", "good"]
 
 

@@ -56,7 +56,6 @@ class ShapesDataModule(L.LightningDataModule):
     def __init__(
         self,
         data_dir: str = "data",  # the common keys every data config has; nothing is read or written here
-        download: bool = True,
         batch_size: int = 64,
         val_size: float = 0.1,
         split_seed: int = 0,

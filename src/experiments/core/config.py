@@ -9,7 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.core.errors import UserError
-from experiments.core.rules import Rule, batch_limit, betas, boolean, integer, is_integer, number, one_of, text, words
+from experiments.core.rules import Rule, batch_limit, boolean, integer, is_integer, number, one_of, text, words
 
 
 def config_dir() -> Path:
@@ -39,8 +39,9 @@ OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
 
 
 def _rules() -> dict[str, Rule]:
-    """The keys every run has, whatever it trains: the net, the schedule and the data module check their own
-    arguments when they are built (`checks.require`), and Lightning its own settings (accelerator, precision)."""
+    """The keys every run has, whatever it trains. What a component takes it checks itself where the values arrive
+    (`rules.require`): the data module its data settings, the net its own, the optimiser builder `optimizer.*`
+    (models/optim.py), a schedule and a callback theirs; and Lightning its Trainer's accelerator and precision."""
     return {
         "seed": integer(0),
         "tags": words,
@@ -52,16 +53,6 @@ def _rules() -> dict[str, Rule]:
         "fast_path": boolean,
         "deterministic": boolean,
         "test": boolean,
-        "data.batch_size": integer(1),
-        "data.download": boolean,
-        "data.val_size": number(0.0, 1.0),
-        "data.test_size": number(0.0, 1.0),
-        "data.split_seed": integer(0),
-        "data.flip": boolean,
-        "data.translate": integer(0, 16),
-        "data.vocab_size": integer(3),  # <pad>, <unk> and at least one word
-        "data.min_freq": integer(1),
-        "data.seq_len": integer(1, MAX_SEQ_LEN),
         "trainer.max_epochs": integer(-1),
         "trainer.max_steps": integer(-1),
         "trainer.benchmark": boolean,
@@ -72,19 +63,7 @@ def _rules() -> dict[str, Rule]:
         "trainer.limit_test_batches": batch_limit,
         "trainer.log_every_n_steps": integer(1),
         "trainer.check_val_every_n_epoch": integer(1),
-        "optimizer.lr": number(0.0, low_inclusive=False),
-        "optimizer.weight_decay": number(0.0),
-        "optimizer.momentum": number(0.0, 1.0),
-        "optimizer.nesterov": boolean,
-        "optimizer.betas": betas,
-        "optimizer.norm_lr_scale": number(0.0, low_inclusive=False),
-        "callbacks.last_checkpoint.every_n_train_steps": integer(0),
-        "callbacks.last_checkpoint.every_n_epochs": integer(1),
     }
-
-
-# Longer than any IMDB review (about 3,000 tokens at most); a typo like seq_len=400000 would allocate gigabytes.
-MAX_SEQ_LEN = 10_000
 
 
 def validate(cfg: DictConfig) -> None:
@@ -102,9 +81,6 @@ def validate(cfg: DictConfig) -> None:
         raise UserError("compile=true and cuda_graphs=true do not go together: choose one")
     if cfg.get("resume") and cfg.get("init_from"):
         raise UserError("resume= continues a run, init_from= starts a new one from its weights: choose one")
-    held_out = cfg.data.get("val_size", 0.0) + cfg.data.get("test_size", 0.0)
-    if held_out >= 1.0:
-        raise UserError(f"data.val_size + data.test_size = {held_out:g} leaves nothing to train on: keep it below 1")
     devices = OmegaConf.select(cfg, "trainer.devices", default=1)
     check_devices(cfg.trainer.accelerator, OmegaConf.to_container(devices) if OmegaConf.is_config(devices) else devices)
 

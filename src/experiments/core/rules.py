@@ -1,15 +1,18 @@
 """The checks of a config value, shared by the central rules (config.py) and by the components that check
-their own arguments (nets, schedules): each rule returns None for a good value, else what is allowed."""
+their own arguments where they arrive (data modules, nets, the optimiser, schedules, callbacks): each rule
+returns None for a good value, else what is allowed; `require` turns the first bad one into one line."""
 
 from __future__ import annotations
 
-import importlib
+import functools
 import inspect
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from experiments.core.errors import UserError
 
 Rule = Callable[[object], str | None]
+Function = TypeVar("Function", bound=Callable)
 
 
 def require(group: str, **checked: tuple[object, Rule]) -> None:
@@ -19,6 +22,28 @@ def require(group: str, **checked: tuple[object, Rule]) -> None:
         allowed = rule(value)
         if allowed is not None:
             raise UserError(f"{group}.{key}={value!r} is not allowed: it must be {allowed}")
+
+
+def checks(group: str, **rules: Rule) -> Callable[[Function], Function]:
+    """Declares a function's rules for its arguments: `require`d each time it is called, and, as its
+    `argument_rules`, checked by core/build.py when it checks a component that names the function, before
+    building it. For what a run builds late: a schedule is built once training starts, after the run has
+    written its first files, and a value it refuses is still one line at start, with nothing left behind."""
+
+    def declare(function: Function) -> Function:
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def checked(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            require(group, **{key: (bound.arguments[key], rule) for key, rule in rules.items()})
+            return function(*args, **kwargs)
+
+        checked.argument_rules = rules
+        return checked
+
+    return declare
 
 
 def is_integer(value: object) -> bool:
@@ -83,30 +108,3 @@ def text(value: object) -> str | None:
 def positive_integers(value: object) -> str | None:
     ok = is_sequence(value) and len(value) > 0 and all(is_integer(v) and v >= 1 for v in value)
     return None if ok else "a non-empty list of positive integers, e.g. [32,64]"
-
-
-def import_target(path: str, group: str, kind: type) -> type:
-    """The class (or function, for `kind=object`) a config's `_target_` names, or one line saying why not.
-    (Imported here rather than by Hydra's `get_object`, which also logs each failure as an error.)"""
-    parts = path.split(".")
-    target, problem = None, f"no module named {parts[0]!r}"
-    for cut in range(len(parts) - 1, 0, -1):  # the longest importable module, then attributes of it
-        module = ".".join(parts[:cut])
-        try:
-            target = importlib.import_module(module)
-        except ModuleNotFoundError as error:
-            if error.name is None or not module.startswith(error.name):  # a module it imports is missing
-                problem = str(error)
-                break
-            problem = f"no module named {error.name!r}"
-            continue
-        for attribute in parts[cut:]:
-            target = getattr(target, attribute, None)
-        if target is None:
-            problem = f"module {module!r} has no {'.'.join(parts[cut:])!r}"
-        break
-    if target is None:
-        raise UserError(f"{group}._target_={path!r} cannot be imported: {problem}")
-    if kind is not object and not (inspect.isclass(target) and issubclass(target, kind)):
-        raise UserError(f"{group}._target_={path!r} is not a {kind.__module__}.{kind.__qualname__} class")
-    return target

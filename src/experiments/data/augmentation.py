@@ -5,6 +5,13 @@ from __future__ import annotations
 
 import torch
 
+from experiments.core.rules import Rule, integer
+
+
+def shifts_within(height: int, width: int) -> Rule:
+    """The rule of `translate` for images of that size: reflect-padding needs padding narrower than the image."""
+    return integer(0, min(height, width) - 1)
+
 
 def translate_and_flip(x: torch.Tensor, translate: int, flip: bool) -> torch.Tensor:
     """Each image of the (N, C, H, W) batch shifted by up to `translate` pixels each way, then mirrored at random."""

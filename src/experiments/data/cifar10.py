@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torchvision.datasets import CIFAR10
 
-from experiments.data.augmentation import crop as _crop  # noqa: F401 (the name CIFAR-10's tests know it by)
-from experiments.data.augmentation import translate_and_flip
+from experiments.core.rules import boolean, require
+from experiments.data.augmentation import shifts_within, translate_and_flip
 from experiments.data.downloaded import DownloadedDataModule, Split
 from experiments.data.files import DamagedFile, extract_tar, fetch_or_explain
 
@@ -71,6 +71,7 @@ class CIFAR10DataModule(DownloadedDataModule):
 
     def __init__(self, *, batch_size: int = 256, flip: bool = True, translate: int = 4, **common) -> None:
         super().__init__(batch_size=batch_size, **common)
+        require("data", flip=(flip, boolean), translate=(translate, shifts_within(*self.spec["shape"][1:])))
         self.folder = self.root / CIFAR10.base_folder
         self.flip, self.translate = flip, translate
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from experiments.data.in_memory import InMemoryDataModule
+from experiments.data.in_memory import InMemoryDataModule, check_held_out
 
 
 class DigitsDataModule(InMemoryDataModule):
     """Digits 0-9 as 1x8x8 images with pixel values 0..16, split into train/val/test from `split_seed` (or `seed`).
 
-    `data_dir` and `download`, which every dataset takes, are ignored: the images ship with scikit-learn.
+    `data_dir`, which every dataset takes, is ignored: the images ship with scikit-learn.
     """
 
     spec = {"kind": "image", "shape": [1, 8, 8], "num_classes": 10}
@@ -19,16 +19,16 @@ class DigitsDataModule(InMemoryDataModule):
     def __init__(
         self,
         data_dir: str = "data",
-        download: bool = True,
         batch_size: int = 64,
         val_size: float = 0.15,
         test_size: float = 0.15,
         split_seed: int | None = None,
         seed: int = 0,
     ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed)
-        self.val_size, self.test_size = val_size, test_size
-        self.split_seed = seed if split_seed is None else split_seed
+        split_seed = seed if split_seed is None else split_seed
+        super().__init__(batch_size=batch_size, val_size=val_size, split_seed=split_seed, seed=seed)
+        check_held_out(val_size, test_size)
+        self.test_size = test_size
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from experiments.core.rules import boolean, require
 from experiments.data.files import refetching_damaged
 from experiments.data.in_memory import InMemoryDataModule, split_off
 
@@ -30,9 +31,10 @@ class DownloadedDataModule(InMemoryDataModule, ABC):
         split_seed: int = 0,
         seed: int = 0,
     ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed)
+        super().__init__(batch_size=batch_size, val_size=val_size, split_seed=split_seed, seed=seed)
+        require("data", download=(download, boolean))
         self.root = Path(data_dir)
-        self.download, self.val_size, self.split_seed = download, val_size, split_seed
+        self.download = download
 
     @abstractmethod
     def fetch(self) -> None:

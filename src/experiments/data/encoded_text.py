@@ -8,20 +8,37 @@ from pathlib import Path
 
 import torch
 
+from experiments.core.rules import integer, require
 from experiments.data.cache import SettingsCache
 from experiments.data.downloaded import DownloadedDataModule, Split
 from experiments.data.text import PAD, encode, tokenize
 
+# Longer than any IMDB review (about 3,000 tokens at most); a typo like seq_len=400000 would allocate gigabytes.
+MAX_SEQ_LEN = 10_000
+
 
 class EncodedTextDataModule(DownloadedDataModule):
     """A subclass names its `cache_folder` under `data_dir`, calls `encoded_by(settings, num_classes)` when it is
-    built, with every setting that shapes its encoding (they name the cache file; `vocab_size` and `seq_len`
-    among them), and gives `_encode()`: {"vocabulary", "splits"} (text.encode_splits)."""
+    built, with every setting of its own that shapes its encoding (they name the cache file, with `vocab_size`,
+    `min_freq` and `seq_len`, which every text dataset takes), and gives `_encode()`: {"vocabulary", "splits"}
+    (text.encode_splits)."""
 
     cache_folder: str
 
+    def __init__(
+        self, *, batch_size: int = 64, vocab_size: int = 20000, min_freq: int = 2, seq_len: int = 400, **common
+    ) -> None:
+        super().__init__(batch_size=batch_size, **common)
+        require(
+            "data",
+            vocab_size=(vocab_size, integer(3)),  # <pad>, <unk> and at least one word
+            min_freq=(min_freq, integer(1)),
+            seq_len=(seq_len, integer(1, MAX_SEQ_LEN)),
+        )
+        self.encoding = {"vocab_size": vocab_size, "min_freq": min_freq, "seq_len": seq_len}
+
     def encoded_by(self, settings: dict, num_classes: int) -> None:
-        self.settings = settings
+        settings = self.settings = {**settings, **self.encoding}
         self.cache = SettingsCache(self.root / self.cache_folder, "encoded", settings)
         # The embedding table has `vocab_size` rows; a smaller vocabulary leaves some unused.
         self.spec = {

@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 
 from experiments.core.errors import UserError
-from experiments.core.rules import boolean, integer, is_integer, number, require
-from experiments.data.augmentation import translate_and_flip
+from experiments.core.rules import boolean, integer, is_integer, require
+from experiments.data.augmentation import shifts_within, translate_and_flip
 from experiments.data.cache import SettingsCache
 from experiments.data.image_stream import ImageFiles, loader, recognised
 from experiments.data.images import image_files, read_images
-from experiments.data.in_memory import InMemoryDataModule, carve
+from experiments.data.in_memory import InMemoryDataModule, carve, check_held_out
 
 CACHE_FORMAT = 1  # bump when decoding or splitting changes, so old caches are not reused
 STATISTICS_SAMPLE = 1000  # training images whose pixels give the normalisation statistics, when streaming
@@ -130,14 +130,13 @@ def channel_statistics(images: torch.Tensor) -> tuple[list[float], list[float]]:
 class ImageFolderDataModule(InMemoryDataModule):
     """The images of `root`, in a training, a validation and a test split, each image a uint8 tensor of the spec's
     shape. Training batches get random translation (`translate` pixels, reflect-padded) and horizontal flips, as
-    CIFAR-10's do. `data_dir` holds the cache; `download` is ignored: nothing is downloaded."""
+    CIFAR-10's do. `data_dir` holds the cache."""
 
     def __init__(
         self,
         *,
         root: str,
         data_dir: str = "data",
-        download: bool = True,
         batch_size: int = 128,
         val_size: float = 0.1,
         test_size: float = 0.2,
@@ -151,23 +150,23 @@ class ImageFolderDataModule(InMemoryDataModule):
         stream: bool = False,
         num_workers: int = 2,
     ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed)
+        super().__init__(batch_size=batch_size, val_size=val_size, split_seed=split_seed, seed=seed)
         require("data", image_size=(image_size, image_sides), channels=(channels, grey_or_colour))
         height, width = [image_size] * 2 if is_integer(image_size) else list(image_size)
         require(
             "data",
             strict=(strict, boolean),
             flip=(flip, boolean),
-            translate=(translate, integer(0, min(height, width) - 1)),  # reflect-padding needs a wider image
+            translate=(translate, shifts_within(height, width)),
             stream=(stream, boolean),
             num_workers=(num_workers, integer(0)),
         )
         self.folder = Path(root).expanduser()
         self.split_folders, self.class_names = layout(self.folder)
         if "test" not in self.split_folders:
-            require("data", test_size=(test_size, number(0.0, 1.0, low_inclusive=False)))
+            check_held_out(val_size, test_size)
         self.test_size = None if "test" in self.split_folders else test_size
-        self.val_size, self.split_seed, self.strict = val_size, split_seed, strict
+        self.strict = strict
         self.flip, self.translate = flip, translate
         self.stream, self.num_workers = stream, num_workers
         self.cache_dir = Path(data_dir) / "image_folder_cache"

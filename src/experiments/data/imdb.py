@@ -44,13 +44,11 @@ class IMDBDataModule(EncodedTextDataModule):
     class_names = ["negative", "positive"]
     cache_folder = "aclImdb_cache"
 
-    def __init__(
-        self, *, batch_size: int = 64, vocab_size: int = 20000, min_freq: int = 2, seq_len: int = 400, **common
-    ) -> None:
-        super().__init__(batch_size=batch_size, **common)
-        # Every setting that shapes the encoding, and so names its cache file.
+    def __init__(self, **settings) -> None:
+        super().__init__(**settings)
+        # Every setting of its own that shapes the encoding, and so names its cache file.
         splits = {"format": CACHE_FORMAT, "val_size": self.val_size, "split_seed": self.split_seed}
-        self.encoded_by(splits | {"vocab_size": vocab_size, "min_freq": min_freq, "seq_len": seq_len}, num_classes=2)
+        self.encoded_by(splits, num_classes=2)
 
     def _reviews(self) -> Path:
         """The extracted `aclImdb/` folder, downloaded and extracted first if it is not there."""

@@ -18,6 +18,7 @@ import torch
 
 from experiments.core.errors import UserError
 from experiments.core.lightning_internals import batches_done
+from experiments.core.rules import integer, number, require
 from experiments.data.contract import DataSpec
 from experiments.data.images import read_images
 
@@ -37,6 +38,15 @@ def split_off(
     # Rows copied with index_select, as `TensorBatches._take` does: CIFAR-10's 150 MB of training images in
     # 95 ms, against 220 ms with `x[rest]` (2-core Xeon), every run.
     return (x.index_select(0, rest), y.index_select(0, rest)), (x.index_select(0, carved), y.index_select(0, carved))
+
+
+def check_held_out(val_size: float, test_size: float) -> None:
+    """A dataset that carves its test part too (`test_size`, a fraction of all): the rule of `test_size`, and
+    the two parts together leave something to train on."""
+    require("data", test_size=(test_size, number(0.0, 1.0, low_inclusive=False)))
+    if val_size + test_size >= 1.0:
+        held_out = val_size + test_size
+        raise UserError(f"data.val_size + data.test_size = {held_out:g} leaves nothing to train on: keep it below 1")
 
 
 def fits_on_device(nbytes: int, free_bytes: int) -> bool:
@@ -132,6 +142,9 @@ class InMemoryDataModule(L.LightningDataModule):
     Image subclasses also set per-channel `mean` and `std` (in the units of the stored pixels). The optional
     hooks of the data contract (contract.py) are all here: images are read from files for predictions as the
     training images were stored; text subclasses read texts their own way.
+
+    The settings every dataset has are checked here: `batch_size`, `val_size` (the fraction of the training
+    part a subclass carves off for validation, with `split_seed`) and `seed` (the order of the batches).
     """
 
     spec: DataSpec
@@ -139,9 +152,16 @@ class InMemoryDataModule(L.LightningDataModule):
     std: tuple[float, ...] | None = None
     class_names: list[str] | None = None
 
-    def __init__(self, batch_size: int, seed: int = 0) -> None:
+    def __init__(self, batch_size: int, val_size: float = 0.1, split_seed: int = 0, seed: int = 0) -> None:
         super().__init__()
-        self.batch_size = batch_size
+        require(
+            "data",
+            batch_size=(batch_size, integer(1)),
+            val_size=(val_size, number(0.0, 1.0)),
+            split_seed=(split_seed, integer(0)),
+            seed=(seed, integer(0)),
+        )
+        self.batch_size, self.val_size, self.split_seed = batch_size, val_size, split_seed
         self.eval_batch_size = 4 * batch_size  # no gradients to keep: larger batches cost little memory
         self.seed = seed
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}

@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from torchvision.datasets import MNIST
 
-from experiments.data.augmentation import translate_and_flip
+from experiments.core.rules import require
+from experiments.data.augmentation import shifts_within, translate_and_flip
 from experiments.data.downloaded import DownloadedDataModule, Split
 from experiments.data.files import DamagedFile, fetch_or_explain, gunzip
 
@@ -50,6 +51,7 @@ class MNISTDataModule(DownloadedDataModule):
 
     def __init__(self, *, translate: int = 0, **common) -> None:
         super().__init__(**common)
+        require("data", translate=(translate, shifts_within(*self.spec["shape"][1:])))
         self.translate = translate
 
     @property

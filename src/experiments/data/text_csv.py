@@ -20,9 +20,8 @@ from pathlib import Path
 import torch
 
 from experiments.core.errors import UserError, first_line
-from experiments.core.rules import number, require
 from experiments.data.encoded_text import EncodedTextDataModule
-from experiments.data.in_memory import carve
+from experiments.data.in_memory import carve, check_held_out
 from experiments.data.text import encode_splits
 
 CACHE_FORMAT = 1  # bump when reading, tokenisation or encoding changes, so old caches are not reused
@@ -107,7 +106,7 @@ class TextCSVDataModule(EncodedTextDataModule):
     """The rows of `path` (minus a test part unless `test_path` is given, and a validation part) and the test rows.
 
     The files are read when the module is built, as the number of classes is part of the spec the net is built
-    from; the encoded splits are what `fetch` leaves in the cache and `load` reads. `download` is ignored.
+    from; the encoded splits are what `fetch` leaves in the cache and `load` reads.
     """
 
     cache_folder = "text_csv_cache"
@@ -120,15 +119,30 @@ class TextCSVDataModule(EncodedTextDataModule):
         text_column: str = "text",
         label_column: str = "label",
         test_size: float = 0.2,
+        data_dir: str = "data",
         batch_size: int = 64,
+        val_size: float = 0.1,
+        split_seed: int = 0,
+        seed: int = 0,
         vocab_size: int = 20000,
         min_freq: int = 2,
         seq_len: int = 400,
-        **common,
     ) -> None:
-        super().__init__(batch_size=batch_size, **common)
+        # Nothing to download: `fetch` encodes the user's own files into the cache, and a cache that cannot be
+        # read is built again (cache.py), so nothing is ever fetched afresh either.
+        super().__init__(
+            data_dir=data_dir,
+            download=False,
+            batch_size=batch_size,
+            val_size=val_size,
+            split_seed=split_seed,
+            seed=seed,
+            vocab_size=vocab_size,
+            min_freq=min_freq,
+            seq_len=seq_len,
+        )
         if test_path is None:
-            require("data", test_size=(test_size, number(0.0, 1.0, low_inclusive=False)))
+            check_held_out(val_size, test_size)
         self.path = Path(path).expanduser()
         self.table = read_table(self.path, text_column, label_column)
         self.test_table = None
@@ -139,7 +153,8 @@ class TextCSVDataModule(EncodedTextDataModule):
             raise UserError(f"{self.path}: every row has the label {self.class_names[0]!r}; a classifier needs two")
         if self.test_table is not None and (unknown := sorted(set(self.test_table.labels) - set(self.class_names))):
             raise UserError(f"{test_path} has labels that {self.path} lacks: {', '.join(unknown)}")
-        # Every setting that shapes the encoding, and so names its cache file: the files by their contents.
+        # Every setting of its own that shapes the encoding, and so names its cache file (the encoding's own come
+        # from EncodedTextDataModule): the files by their contents.
         settings = {
             "format": CACHE_FORMAT,
             "files": [self.table.sha1, self.test_table.sha1 if self.test_table else None],
@@ -147,9 +162,6 @@ class TextCSVDataModule(EncodedTextDataModule):
             "test_size": None if self.test_table else test_size,
             "val_size": self.val_size,
             "split_seed": self.split_seed,
-            "vocab_size": vocab_size,
-            "min_freq": min_freq,
-            "seq_len": seq_len,
         }
         self.encoded_by(settings, len(self.class_names))
 

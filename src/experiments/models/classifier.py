@@ -21,7 +21,9 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from experiments.core.errors import UserError
 from experiments.core.lightning_internals import FastPath, count_steps_in_both_modes
+from experiments.core.rules import one_of
 from experiments.data.contract import training_tensors
 from experiments.models.graphs import GraphedTraining, graphed_training_for
 from experiments.models.nets import build_net
@@ -30,6 +32,21 @@ from experiments.models.optim import build_optimizer, build_scheduler
 # Lightning's two in-memory copies of the values logged so far, which a checkpoint keeps for a resumed run:
 # what callbacks and metrics.json read, and what the live progress bar shows.
 LOGGED = ("callback_metrics", "progress_bar_metrics")
+
+# What the module logs at each stage's epoch end, as "<stage>/<metric>": a Tally's loss, accuracy and macro-F1.
+METRICS = ("loss", "acc", "f1")
+
+# What a run may select on (checkpoints, early stopping, sweeps): what the module logs while it fits, validation
+# and training metrics (the test comes after the fit).
+OBJECTIVES = tuple(f"{stage}/{metric}" for stage in ("val", "train") for metric in METRICS)
+
+
+def check_objective(objective: str) -> None:
+    """The run's objective is one of OBJECTIVES: one line at start, not an error after the first validation,
+    when the run has written its first files."""
+    allowed = one_of(*OBJECTIVES)(objective)
+    if allowed is not None:
+        raise UserError(f"objective={objective!r} is not allowed: it must be {allowed}")
 
 
 class Tally:
@@ -261,8 +278,9 @@ class Classifier(L.LightningModule):
         tally.reset()
 
     def configure_optimizers(self):
-        # Lightning refuses to clip gradients under mixed precision for an optimiser that could unscale
-        # them inside its own step, as fused ones can: with clipping, the multi-tensor kernels instead.
+        # The one place the optimiser and its schedule are built (a run checks their settings at start, without
+        # building them: run/task.py). Lightning refuses to clip gradients under mixed precision for an optimiser
+        # that could unscale them inside its own step, as fused ones can: with clipping, the multi-tensor kernels.
         clipping = bool(self.trainer.gradient_clip_val) and isinstance(self.trainer.precision_plugin, MixedPrecision)
         optimizer = build_optimizer(self.net, self.hparams.optimizer, fused=not clipping)
         schedule = build_scheduler(optimizer, self.hparams.scheduler, self.trainer.estimated_stepping_batches)

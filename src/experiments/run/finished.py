@@ -61,11 +61,21 @@ def load_model(checkpoint: Path):
 
 def load(path: Path, overrides: list[str]):
     """(config, data module, model, checkpoint) of the run at `path`, as it was trained, with `overrides`."""
-    from hydra.utils import instantiate
-
     run, checkpoint = find_run(path)
     cfg = run_config(run, overrides)
-    return cfg, instantiate(cfg.data), load_model(checkpoint), checkpoint
+    return cfg, build_data(cfg), load_model(checkpoint), checkpoint
+
+
+def build_data(cfg: DictConfig):
+    """The run's data module. Runs written before data modules that download nothing stopped taking `download`
+    (the digits, image folders, CSV texts) carry `data.download: true` in their config: it is left out for a
+    module that does not take it, so that those runs still evaluate and predict."""
+    import lightning as L
+
+    from experiments.core.build import component
+
+    data = component(cfg.data, "data", L.LightningDataModule)
+    return (data if data.accepts("download") else data.without("download")).build()
 
 
 def evaluation_trainer(cfg: DictConfig, progress: bool = False, callbacks: list | None = None):

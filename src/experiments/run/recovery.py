@@ -29,6 +29,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from experiments.core.atomic import written_atomically
 from experiments.core.errors import NonFiniteLoss, UserError, is_user_error
 from experiments.core.lightning_internals import at_last_batch, save_last
+from experiments.core.rules import integer, require
 from experiments.core.run_dir import RunDir
 
 
@@ -88,6 +89,11 @@ class LastCheckpoint(ModelCheckpoint):
     change the callback's state key.)"""
 
     def __init__(self, dirpath: str, every_n_train_steps: int = 0, every_n_epochs: int = 1) -> None:
+        require(
+            "callbacks.last_checkpoint",
+            every_n_train_steps=(every_n_train_steps, integer(0)),
+            every_n_epochs=(every_n_epochs, integer(1)),
+        )
         super().__init__(dirpath=dirpath, monitor=None, save_top_k=0, save_last=True, enable_version_counter=False)
         self._steps_between_saves = every_n_train_steps
         self._epochs_between_saves = every_n_epochs
@@ -168,9 +174,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path, map_location)
 
 
-def check_resumable(checkpoint: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """A run resumed with settings that build another net or another optimiser cannot take up its checkpoint:
-    one line that says so, before training starts, instead of a traceback from the middle of restoring it."""
+def check_resumable(checkpoint: dict, model: torch.nn.Module, optimizer_groups: int) -> None:
+    """A run resumed with settings that build another net, or an optimiser with another number of parameter
+    groups, cannot take up its checkpoint: one line that says so, before training starts (and before the
+    optimiser is built), instead of a traceback from the middle of restoring it."""
     saved, built = checkpoint.get("state_dict", {}), model.state_dict()
     differing = sorted(set(saved) ^ set(built)) or [k for k, v in built.items() if saved[k].shape != v.shape]
     if differing:
@@ -179,9 +186,9 @@ def check_resumable(checkpoint: dict, model: torch.nn.Module, optimizer: torch.o
             "differs); resume with the run's own model settings"
         )
     saved_groups = [len(state["param_groups"]) for state in checkpoint.get("optimizer_states", [])]
-    if saved_groups and saved_groups != [len(optimizer.param_groups)]:
+    if saved_groups and saved_groups != [optimizer_groups]:
         raise UserError(
-            f"cannot resume: these settings give the optimiser {len(optimizer.param_groups)} parameter groups, "
+            f"cannot resume: these settings give the optimiser {optimizer_groups} parameter groups, "
             f"the run's checkpoint has {saved_groups[0]}; resume with the run's own optimizer settings"
         )
 

@@ -1,7 +1,7 @@
 """Sweeps that survive their failures: every job leaves `metrics.json`, the sweep root a summary of them all.
 
     python -m experiments -m model=mlp,cnn,rnn data=digits,mnist        # a grid
-    python -m experiments hparams_search=digits_cnn                     # an Optuna search
+    python -m experiments hparams_search=digits_mlp                     # an Optuna search
     python -m experiments -m hydra/launcher=joblib model=mlp,cnn,rnn    # jobs in parallel
 
 Hydra's launchers run a whole batch, then re-raise the first job error and skip `on_multirun_end`, so

@@ -30,8 +30,9 @@ def train(cfg: DictConfig) -> float:
     started = time.perf_counter()
     # Imported here, not at the top, so that --help, --cfg and config errors answer without loading torch.
     import lightning as L
-    from hydra.utils import instantiate
+    from lightning.pytorch.loggers import Logger
 
+    from experiments.core.build import build
     from experiments.reporting.callbacks import Throughput
     from experiments.run.allocator import keep_freed_memory
     from experiments.run.nvml import plain_cuda_checks
@@ -48,16 +49,16 @@ def train(cfg: DictConfig) -> float:
     keep_freed_memory()  # each step reuses the last step's buffers instead of mapping them afresh
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
-    model, optimizer = build_model(cfg, datamodule.spec)
+    datamodule = build(cfg.data, "data", L.LightningDataModule)
+    model, optimizer_groups = build_model(cfg, datamodule.spec)
     if resumed is not None:
-        check_resumable(resumed, model, optimizer)
+        check_resumable(resumed, model, optimizer_groups)
     if cfg.get("init_from"):
         log.info(init_weights(model, cfg.init_from))
     throughput, stop_signals = Throughput(), StopSignals()
     always = [throughput, StopOnNonFiniteLoss(), stop_signals]  # whatever the callbacks config says
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] + always
-    loggers = [instantiate(c) for c in cfg.logger.values() if c]
+    callbacks = [build(c, f"callbacks.{name}", L.Callback) for name, c in cfg.callbacks.items() if c] + always
+    loggers = [build(c, f"logger.{name}", Logger) for name, c in cfg.logger.items() if c]
     trainer = build_trainer(cfg, callbacks, loggers)
     for logger in run_loggers(trainer.loggers):
         logger.log_config(cfg)
@@ -104,12 +105,14 @@ def train(cfg: DictConfig) -> float:
 
 
 def build_model(cfg: DictConfig, spec: dict):
-    """The run's LightningModule for data described by `spec`, and an optimiser built for it: the net, the
-    optimiser and the schedule check their own settings here, before anything is written (the Trainer builds
-    the optimiser and schedule again when it fits)."""
-    from experiments.models.classifier import Classifier, FastClassifier
-    from experiments.models.optim import build_optimizer, build_scheduler
+    """The run's LightningModule for data described by `spec`, its net built, and the number of parameter groups
+    its optimiser will have. The objective, the optimiser and the schedule are checked here, before anything is
+    written, without building the optimiser or the schedule: Lightning has the module build them, once, when
+    it fits (`configure_optimizers`)."""
+    from experiments.models.classifier import Classifier, FastClassifier, check_objective
+    from experiments.models.optim import check_optimizer, check_scheduler
 
+    check_objective(cfg.objective)
     model_class = FastClassifier if cfg.get("fast_path", True) else Classifier
     model = model_class(
         spec=spec,
@@ -120,9 +123,9 @@ def build_model(cfg: DictConfig, spec: dict):
         compile=cfg.compile,
         cuda_graphs=cfg.cuda_graphs,
     )
-    optimizer = build_optimizer(model.net, model.hparams.optimizer)
-    build_scheduler(optimizer, model.hparams.scheduler, total_steps=1)
-    return model, optimizer
+    optimizer_groups = check_optimizer(model.net, model.hparams.optimizer)
+    check_scheduler(model.hparams.scheduler)
+    return model, optimizer_groups
 
 
 def plain(node: DictConfig) -> dict:

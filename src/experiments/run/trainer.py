@@ -60,14 +60,17 @@ def pick_profiler(cfg: DictConfig) -> str | DictConfig | NoProfiler | None:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list) -> L.Trainer:
-    from hydra.utils import instantiate
+    import lightning as L
     from lightning.pytorch.callbacks import Checkpoint
     from lightning.pytorch.callbacks import ProgressBar as AnyProgressBar  # ours, callbacks.ProgressBar, among them
 
+    from experiments.core.build import build
     from experiments.run.recovery import AtomicCheckpointIO
 
-    return instantiate(
+    return build(
         cfg.trainer,
+        "trainer",
+        L.Trainer,
         callbacks=callbacks,
         logger=loggers or False,
         # A callback entry set to null drops it: Lightning is not to put its own default in its place.
