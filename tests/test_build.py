@@ -240,6 +240,23 @@ def test_an_objective_the_module_does_not_log_is_refused_in_process(make_config)
         build_model(make_config("objective=val/accc"), {"kind": "image", "shape": [1, 8, 8], "num_classes": 10})
 
 
+def test_a_metric_a_callback_says_it_logs_may_be_the_objective(make_config):
+    import lightning as L
+
+    from experiments.reporting.callbacks import Throughput, logged_by
+    from experiments.run.task import build_model
+
+    class AreaUnderCurve(L.Callback):
+        logged_metrics = ("val/auc",)
+
+    spec = {"kind": "image", "shape": [1, 8, 8], "num_classes": 10}
+    callbacks = [AreaUnderCurve(), Throughput(), L.Callback()]
+    assert logged_by(callbacks) == ["val/auc", "train/samples_per_s"]
+    build_model(make_config("objective=val/auc"), spec, logged_by(callbacks))
+    with pytest.raises(UserError, match=r"^objective=.val/auc. is not allowed: .* train/f1, train/samples_per_s$"):
+        build_model(make_config("objective=val/auc"), spec, logged_by(callbacks[1:]))
+
+
 @pytest.mark.slow  # the command line in a subprocess: the full tier
 def test_an_objective_nothing_logs_is_one_line_at_start_with_nothing_left(tmp_path):
     result = run_cli("objective=val/accc", "trainer.max_epochs=1", cwd=tmp_path)

@@ -13,6 +13,8 @@ the optimiser step itself where Lightning's automatic optimisation is not needed
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import lightning as L
 import torch
 from lightning.pytorch.plugins import MixedPrecision
@@ -41,10 +43,10 @@ METRICS = ("loss", "acc", "f1")
 OBJECTIVES = tuple(f"{stage}/{metric}" for stage in ("val", "train") for metric in METRICS)
 
 
-def check_objective(objective: str) -> None:
-    """The run's objective is one of OBJECTIVES: one line at start, not an error after the first validation,
-    when the run has written its first files."""
-    allowed = one_of(*OBJECTIVES)(objective)
+def check_objective(objective: str, also_logged: Iterable[str] = ()) -> None:
+    """The run's objective is one of OBJECTIVES, or a metric one of its callbacks says it logs (`also_logged`):
+    one line at start, not an error after the first validation, when the run has written its first files."""
+    allowed = one_of(*OBJECTIVES, *also_logged)(objective)
     if allowed is not None:
         raise UserError(f"objective={objective!r} is not allowed: it must be {allowed}")
 

@@ -1,14 +1,24 @@
-"""What a run shows while it trains: its throughput and its progress. (Lightning ships checkpointing, early
-stopping and the LR monitor; ours for checkpoints are in run/recovery.py.)"""
+"""What a run shows while it trains: its throughput and its progress. (Lightning
+ships checkpointing, early stopping and the LR monitor; ours for checkpoints are in run/recovery.py.)
+
+A callback that logs metrics of its own names them in `logged_metrics`, so that a run may select on them
+(`objective=`), checked with the module's own before anything runs.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterable
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
+
+
+def logged_by(callbacks: Iterable[L.Callback]) -> list[str]:
+    """The metrics these callbacks say they log (their `logged_metrics`)."""
+    return [name for callback in callbacks for name in getattr(callback, "logged_metrics", ())]
 
 
 class Throughput(L.Callback):
@@ -21,6 +31,8 @@ class Throughput(L.Callback):
     next training batch. Under data parallelism the figure counts the samples of all processes.
     Logged per epoch as `train/samples_per_s`; the run's figure is `samples_per_second`.
     """
+
+    logged_metrics = ("train/samples_per_s",)
 
     def __init__(self) -> None:
         self.epochs: list[tuple[int, float]] = []  # (samples, seconds) per finished training epoch

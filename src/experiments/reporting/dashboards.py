@@ -152,9 +152,9 @@ def run_hparams(trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         for key, value in pl_module.hparams[group].items():
             # `model`, the class's name, not `model._target_`: TensorBoard sorts the columns by name and shows
             # the first ones.
-            if key in ("_target_", "name"):  # (`name` in checkpoints from before `_target_`)
+            if key == "_target_":
                 hparams[prefix] = value.rsplit(".", 1)[-1]
-            elif key != "_partial_":
+            elif key != "_partial_":  # (in the configs of runs written before it was dropped)
                 hparams[f"{prefix}.{key}"] = value
     hparams["label_smoothing"] = pl_module.hparams.label_smoothing
     hparams["trainer.max_epochs"] = trainer.max_epochs

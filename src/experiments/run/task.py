@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -33,7 +34,7 @@ def train(cfg: DictConfig) -> float:
     from lightning.pytorch.loggers import Logger
 
     from experiments.core.build import build
-    from experiments.reporting.callbacks import Throughput
+    from experiments.reporting.callbacks import Throughput, logged_by
     from experiments.run.allocator import keep_freed_memory
     from experiments.run.nvml import plain_cuda_checks
     from experiments.run.recovery import StopOnNonFiniteLoss, check_resumable, init_weights, load_checkpoint
@@ -50,14 +51,14 @@ def train(cfg: DictConfig) -> float:
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.data, "data", L.LightningDataModule)
-    model, optimizer_groups = build_model(cfg, datamodule.spec)
+    throughput, stop_signals = Throughput(), StopSignals()
+    always = [throughput, StopOnNonFiniteLoss(), stop_signals]  # whatever the callbacks config says
+    callbacks = [build(c, f"callbacks.{name}", L.Callback) for name, c in cfg.callbacks.items() if c] + always
+    model, optimizer_groups = build_model(cfg, datamodule.spec, logged_by(callbacks))
     if resumed is not None:
         check_resumable(resumed, model, optimizer_groups)
     if cfg.get("init_from"):
         log.info(init_weights(model, cfg.init_from))
-    throughput, stop_signals = Throughput(), StopSignals()
-    always = [throughput, StopOnNonFiniteLoss(), stop_signals]  # whatever the callbacks config says
-    callbacks = [build(c, f"callbacks.{name}", L.Callback) for name, c in cfg.callbacks.items() if c] + always
     loggers = [build(c, f"logger.{name}", Logger) for name, c in cfg.logger.items() if c]
     trainer = build_trainer(cfg, callbacks, loggers)
     for logger in run_loggers(trainer.loggers):
@@ -104,7 +105,7 @@ def train(cfg: DictConfig) -> float:
     return objective
 
 
-def build_model(cfg: DictConfig, spec: dict):
+def build_model(cfg: DictConfig, spec: dict, also_logged: Iterable[str] = ()):
     """The run's LightningModule for data described by `spec`, its net built, and the number of parameter groups
     its optimiser will have. The objective, the optimiser and the schedule are checked here, before anything is
     written, without building the optimiser or the schedule: Lightning has the module build them, once, when
@@ -112,7 +113,7 @@ def build_model(cfg: DictConfig, spec: dict):
     from experiments.models.classifier import Classifier, FastClassifier, check_objective
     from experiments.models.optim import check_optimizer, check_scheduler
 
-    check_objective(cfg.objective)
+    check_objective(cfg.objective, also_logged)
     model_class = FastClassifier if cfg.get("fast_path", True) else Classifier
     model = model_class(
         spec=spec,
