@@ -354,7 +354,7 @@ def test_a_server_that_dies_mid_run_is_left_after_one_warning_and_the_run_comple
     (run_dir,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["epochs"] == 20 and "test/acc" in metrics["test"]
-    assert Path(metrics["best_checkpoint"]).is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / metrics["best_checkpoint"]).is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
 def training_is_logged(server: str) -> bool:
