@@ -1,7 +1,7 @@
 """Sweeps that survive their failures: every job leaves `metrics.json`, the sweep root a summary of them all.
 
     python -m experiments -m model=mlp,cnn,rnn data=digits,mnist        # a grid
-    python -m experiments hparams_search=digits_cnn                     # an Optuna search
+    python -m experiments hparams_search=digits_mlp                     # an Optuna search (run/search.py)
     python -m experiments -m hydra/launcher=joblib model=mlp,cnn,rnn    # jobs in parallel
 
 Hydra's launchers run a whole batch, then re-raise the first job error and skip `on_multirun_end`, so
@@ -34,8 +34,6 @@ from experiments.core.atomic import written_atomically
 from experiments.core.errors import classify
 from experiments.core.run_dir import Metrics, Objective, RunDir, this_jobs_sweep_dir
 
-# optuna 2.x, the one Hydra's Optuna sweeper accepts, uses SQLAlchemy APIs that 1.4 warns about on import.
-os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
 log = logging.getLogger(__name__)
 ORDER = {"completed": 0, "failed": 1, "unfinished": 2}
 
