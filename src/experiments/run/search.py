@@ -28,6 +28,7 @@ from experiments.run.search_space import SearchSpace, as_override_value, search_
 from experiments.run.study import default_storage, open_storage, open_study, shown
 
 log = logging.getLogger(__name__)
+SWEEP_DIR = "sweep_dir"  # a trial's user attribute: the sweep folder its job runs in
 
 
 class Search:
@@ -75,8 +76,11 @@ class Search:
             f"hydra.sweeper.storage={as_override_value(url)}",
             f"hydra.sweeper.study_name={as_override_value(name)}",
         ]
-        # Trials still running belong to a search that was cut off: this sweep folder is locked to one process.
-        waiting = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+        # Trials of this sweep folder still running were cut off with an earlier session: only one process runs a
+        # sweep folder (run/sweep.py locks it). Another folder's trials in a shared study are its own business.
+        here = str(sweep_dir.resolve())
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        waiting = [trial for trial in running if trial.user_attrs.get(SWEEP_DIR) == here]
         if waiting:
             log.info(f"study {name}: running {len(waiting)} trial(s) again that an earlier session left unfinished")
         finished_states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -87,7 +91,9 @@ class Search:
             batch = waiting[: self.n_jobs]
             waiting = waiting[self.n_jobs :]
             while len(batch) < self.n_jobs and room > 0:
-                batch.append(study.ask(space.distributions))
+                trial = study.ask(space.distributions)
+                trial.set_user_attr(SWEEP_DIR, here)
+                batch.append(trial)
                 room -= 1
             if not batch:
                 break

@@ -10,6 +10,8 @@ a summary written only at the end is lost with the first failure. So a sweep job
 None, which every sweeper accepts (Optuna marks the trial failed, where a NaN would crash it), and
 the `SweepSummary` callback rewrites `summary.csv`, `summary.md` and `summary.png` after every job
 from all the `metrics.json` files under the sweep root. `fail_fast=true` stops at the first failure.
+A job whose folder already holds a `metrics.json` ended in an earlier session of the sweep (`resume=<sweep>`,
+run/resume.py) and is not run again.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.core.atomic import written_atomically
-from experiments.core.errors import classify
+from experiments.core.errors import UserError, classify, exit_for
 from experiments.core.run_dir import Metrics, Objective, RunDir, this_jobs_sweep_dir
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,12 @@ def run_job(task: Callable[[DictConfig], float], cfg: DictConfig) -> float | Non
         log.error(f"job {number} failed: {line}", exc_info=bug)  # a bug keeps its traceback, in train.log too
         record_failure(run_dir, cfg, line, time.perf_counter() - started)
 
-    if run_dir.attempted_marker.exists() and not run_dir.metrics_file.exists():
+    if run_dir.metrics_file.is_file():
+        # It ended in an earlier session of this sweep (`resume=<sweep>`, run/resume.py): its record stands.
+        recorded = Metrics.read(run_dir.metrics_file)
+        log.info(f"job {number} ended ({recorded.status}) in an earlier session of this sweep: not run again")
+        return recorded.objective.value if recorded.status == "completed" else None
+    if run_dir.attempted_marker.exists():
         # Started again after it was cut off (SLURM requeued it, submitit resubmitted it): on from its last
         # checkpoint. Without one it would start from its first epoch over its own files.
         last = run_dir.last_checkpoint()
@@ -160,8 +167,31 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+_sweep_lock: FileLock | None = None  # held by the launching process for its life
+
+
+def lock_sweep(sweep_dir: Path) -> None:
+    """One process at a time runs a sweep folder (a sweep, or `resume=` of it): two would run the same jobs into
+    the same folders. The system drops the lock when the process ends, however it ends."""
+    global _sweep_lock
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(sweep_dir / ".sweep.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UserError(f"{sweep_dir} is being run by another process; wait for it to end, or stop it") from None
+    _sweep_lock = lock
+
+
 class SweepSummary(Callback):
-    """Rewrites the sweep's summary after each job (the only hook that survives a failed job) and at the end."""
+    """Locks the sweep folder at the start; rewrites the sweep's summary after each job (the only hook that survives
+    a failed job) and at the end."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            lock_sweep(Path(str(config.hydra.sweep.dir)).resolve())
+        except UserError as error:
+            exit_for(error)  # SystemExit: Hydra turns a callback's exceptions into warnings and goes on
 
     def on_job_end(self, config: DictConfig, job_return=None, **kwargs) -> None:
         if HydraConfig.get().mode == RunMode.MULTIRUN:  # still the job's own config here
