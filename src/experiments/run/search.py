@@ -17,12 +17,14 @@ folders, where a job goes on from its last checkpoint (run/sweep.py).
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.core.atomic import written_atomically
+from experiments.core.errors import UserError
 from experiments.core.run_dir import Metrics, RunDir
 from experiments.run.search_space import SearchSpace, as_override_value, search_space
 from experiments.run.study import default_storage, open_storage, open_study, shown
@@ -43,6 +45,12 @@ class Search:
         n_jobs: int = 1,
         params: DictConfig | dict | None = None,
     ) -> None:
+        for group, value in (("sampler", sampler), ("pruner", pruner)):
+            if isinstance(value, str):  # `hydra.sweeper.pruner=median` replaces the option's settings with a word
+                raise UserError(
+                    f"hydra.sweeper.{group}={value}: choose a {group} with hydra/sweeper/{group}={value} (a config"
+                    f" group); its settings are then hydra.sweeper.{group}.<key>"
+                )
         self.sampler, self.pruner, self.direction = sampler, pruner, str(direction)
         self.study_name, self.storage_url = study_name, storage
         self.n_trials, self.n_jobs = int(n_trials), max(1, int(n_jobs))
@@ -61,16 +69,19 @@ class Search:
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            space = search_space(self.params, arguments)
+            if not space.distributions:
+                raise UserError("a search with nothing to search: give hydra.sweeper.params or a sweep such as a=1,2")
+            url = str(self.storage_url) if self.storage_url else default_storage(sweep_dir)
+            name = str(self.study_name or sweep_dir.name)
+            storage = open_storage(url)
+            study = open_study(storage, name, self.direction, space.as_json(), self.sampler, self.pruner)
+        except UserError:
+            if not any(path.is_dir() for path in sweep_dir.iterdir()):  # no job ever ran: leave no folder behind
+                shutil.rmtree(sweep_dir, ignore_errors=True)
+            raise
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # what `resume=<sweep>` reads back
-        space = search_space(self.params, arguments)
-        if not space.distributions:
-            from experiments.core.errors import UserError
-
-            raise UserError("a search with nothing to search: give hydra.sweeper.params or a sweep such as a=1,2")
-        url = str(self.storage_url) if self.storage_url else default_storage(sweep_dir)
-        name = str(self.study_name or sweep_dir.name)
-        storage = open_storage(url)
-        study = open_study(storage, name, self.direction, space.as_json(), self.sampler, self.pruner)
         # Each job finds its study through these: its trial is its job number (run/trial.py).
         where = [
             f"hydra.sweeper.storage={as_override_value(url)}",

@@ -37,7 +37,13 @@ def shown(url: str) -> str:
 
 def open_storage(url: str):
     """Optuna's RDB storage at `url`, connected (it creates its tables in an empty database)."""
+    import optuna
     from optuna.storages import RDBStorage
+
+    # Optuna's lines ("Trial 3 finished with value ...") go where ours go (the console's stdout and the log file),
+    # not to stderr through its own handler, where only errors belong.
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
     # SQLite: writers wait their turn (the sweeper tells while a job reports) instead of failing at once.

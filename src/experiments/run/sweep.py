@@ -37,7 +37,8 @@ from experiments.core.errors import UserError, classify, exit_for
 from experiments.core.run_dir import Metrics, Objective, RunDir, this_jobs_sweep_dir
 
 log = logging.getLogger(__name__)
-ORDER = {"completed": 0, "failed": 1, "unfinished": 2}
+# Best first: a pruned trial (a search stopped it early, run/trial.py) ranks after the completed, not as a failure.
+ORDER = {"completed": 0, "pruned": 1, "failed": 2, "unfinished": 3}
 
 
 def run_job(task: Callable[[DictConfig], float], cfg: DictConfig) -> float | None:
@@ -239,7 +240,7 @@ def ranked(rows: list[dict]) -> list[dict]:
         value = row["objective"]
         score = (-value if maximise else value) if value is not None else math.inf
         number = int(row["job"]) if row["job"].isdigit() else math.inf
-        return ORDER.get(row["status"], 3), score, number, row["job"]
+        return ORDER.get(row["status"], len(ORDER)), score, number, row["job"]
 
     return sorted(rows, key=key)
 
@@ -325,7 +326,8 @@ def groups_as_markdown(groups: list[dict], metrics: list[str]) -> str:
 
 
 def as_markdown(rows: list[dict], metrics: list[str], shared: list[str]) -> str:
-    counts = ", ".join(f"{sum(r['status'] == s for r in rows)} {s}" for s in ORDER)
+    shown = [s for s in ORDER if s != "pruned" or any(r["status"] == s for r in rows)]  # a grid never prunes
+    counts = ", ".join(f"{sum(r['status'] == s for r in rows)} {s}" for s in shown)
     objective = next((f"{r['objective_metric']} ({r['objective_mode']})" for r in rows if r["objective_metric"]), "")
     lines = [f"{len(rows)} jobs: {counts}; ranked by {objective}"]
     if shared:
@@ -351,7 +353,7 @@ def as_markdown(rows: list[dict], metrics: list[str], shared: list[str]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Horizontal bars of the objective, best at the top; failed and unfinished jobs named in red and grey.
+    """Horizontal bars of the objective, best at the top; pruned, failed and unfinished jobs in orange, red and grey.
     Rows of seed groups (`seed_groups`) are drawn as their means, with their standard deviations."""
     import matplotlib
 
@@ -360,13 +362,15 @@ def plot(rows: list[dict], path: Path) -> None:
 
     labels = [(r["job"] if "n" in r else f"#{r['job']} {r['differs']}")[:60] for r in rows]
     values = [r["objective"] or 0.0 for r in rows]
-    colours = {"completed": "tab:blue", "failed": "tab:red", "unfinished": "tab:grey"}
+    colours = {"completed": "tab:blue", "pruned": "tab:orange", "failed": "tab:red", "unfinished": "tab:grey"}
     figure, axes = plt.subplots(figsize=(8, 1.2 + 0.4 * max(len(rows), 1)), layout="constrained")
     positions = range(len(rows))
     spread = [r.get("objective std") or 0.0 for r in rows]
     axes.barh(positions, values, xerr=spread, color=[colours.get(r["status"], "black") for r in rows])
     for position, row in zip(positions, rows, strict=True):
-        text = f" {row['objective']:.4f}" if row["status"] == "completed" else f" {row['status']}: {row['error']}"
+        text = f" {row['status']}: {row['error']}"
+        if row["status"] in ("completed", "pruned") and row["objective"] is not None:
+            text = f" {row['objective']:.4f}" + (" (pruned)" if row["status"] == "pruned" else "")
         if "n" in row and row["status"] == "completed":
             text += f" ± {row['objective std'] or 0.0:.4f} (n={row['n']})"
         colour = "black" if row["status"] == "completed" else colours.get(row["status"], "black")

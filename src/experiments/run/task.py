@@ -39,6 +39,7 @@ def train(cfg: DictConfig) -> float:
     from experiments.run.recovery import StopOnNonFiniteLoss, check_resumable, init_weights, load_checkpoint
     from experiments.run.stop_signals import StopSignals
     from experiments.run.trainer import build_trainer, quiet_lightning
+    from experiments.run.trial import report_to_trial
 
     resumed = None
     if cfg.get("resume"):
@@ -56,7 +57,8 @@ def train(cfg: DictConfig) -> float:
     if cfg.get("init_from"):
         log.info(init_weights(model, cfg.init_from))
     throughput, stop_signals = Throughput(), StopSignals()
-    always = [throughput, StopOnNonFiniteLoss(), stop_signals]  # whatever the callbacks config says
+    trial_reports = report_to_trial(cfg)  # a search's job: its objective to its trial, stopped if pruned (run/trial.py)
+    always = [throughput, StopOnNonFiniteLoss(), stop_signals, *trial_reports]  # whatever the callbacks config says
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] + always
     loggers = [instantiate(c) for c in cfg.logger.values() if c]
     trainer = build_trainer(cfg, callbacks, loggers)
@@ -71,7 +73,8 @@ def train(cfg: DictConfig) -> float:
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
     test_metrics = {}
-    if cfg.test:
+    pruned = any(report.pruned for report in trial_reports)
+    if cfg.test and not pruned:
         # The best checkpoint when there is one (not under fast_dev_run or without checkpointing).
         results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
         test_metrics = {k: float(v) for k, v in results[0].items()}
@@ -91,6 +94,7 @@ def train(cfg: DictConfig) -> float:
         best_checkpoint=RunDir(Path(cfg.paths.output_dir)).recorded(best_path),
         tags=list(cfg.get("tags") or []),
         notes=cfg.get("notes") or "",
+        status="pruned" if pruned else "completed",
     )
     if trainer.is_global_zero:  # under data parallelism, one process reports for all
         output_dir = Path(cfg.paths.output_dir)
