@@ -20,6 +20,7 @@ import csv
 import logging
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -35,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.core.atomic import written_atomically
 from experiments.core.errors import UserError, classify, exit_for
 from experiments.core.run_dir import Metrics, Objective, RunDir, this_jobs_sweep_dir
+from experiments.run.search_plot import plot_search, space_of, trial_params
 
 log = logging.getLogger(__name__)
 # Best first: a pruned trial (a search stopped it early, run/trial.py) ranks after the completed, not as a failure.
@@ -249,9 +251,12 @@ def write_summary(sweep_dir: Path) -> str:
     """Write summary.csv, summary.md and summary.png under `sweep_dir`; return the Markdown."""
     with FileLock(sweep_dir / ".summary.lock"):  # one writer at a time: parallel jobs finish together
         rows = ranked(collect(sweep_dir))
+        space = space_of(sweep_dir)  # a search's space; None for a grid
         shared = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()
-        for row in rows:  # the table and plot show what tells the jobs apart; the CSV keeps them whole
-            row["differs"] = " ".join(o for o in row["overrides"] if o not in shared)
+        for row in rows:  # the table and plot show what tells the jobs apart, rounded; the CSV keeps them whole
+            row["differs"] = " ".join(rounded(o) for o in row["overrides"] if o not in shared)
+            if space is not None:
+                row["params"] = trial_params(row["overrides"], space)
             row["overrides"] = " ".join(row["overrides"])
         metrics = {k for r in rows for k in r if k.startswith(("val/", "test/"))}
         metrics = sorted(metrics, key=lambda k: (k.startswith("test/"), k))  # validation first
@@ -267,7 +272,11 @@ def write_summary(sweep_dir: Path) -> str:
         with written_atomically(sweep_dir / "summary.md") as temporary:
             temporary.write_text(markdown)
         with written_atomically(sweep_dir / "summary.png") as temporary:
-            plot(groups or rows, temporary)
+            if space is not None and rows:
+                metric = rows[0]["objective_metric"] or "objective"
+                plot_search(rows, space, metric, maximise=rows[0]["objective_mode"] != "min", path=temporary)
+            else:
+                plot(groups or rows, temporary)
     return markdown
 
 
@@ -325,6 +334,17 @@ def groups_as_markdown(groups: list[dict], metrics: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+NUMBER = re.compile(r"(?P<key>[^=]+=)(?P<value>-?(\d+\.\d*|\d*\.\d+|\d+)(e[-+]?\d+)?)")
+
+
+def rounded(override: str) -> str:
+    """`optimizer.lr=0.001151888789941251` -> `optimizer.lr=0.001152`: four significant digits for people."""
+    match = NUMBER.fullmatch(override)
+    if not match or not any(c in match["value"] for c in ".e"):
+        return override  # ints and words as they are
+    return f"{match['key']}{float(match['value']):.4g}"
+
+
 def as_markdown(rows: list[dict], metrics: list[str], shared: list[str]) -> str:
     shown = [s for s in ORDER if s != "pruned" or any(r["status"] == s for r in rows)]  # a grid never prunes
     counts = ", ".join(f"{sum(r['status'] == s for r in rows)} {s}" for s in shown)
@@ -342,12 +362,19 @@ def as_markdown(rows: list[dict], metrics: list[str], shared: list[str]) -> str:
             return f"{value:.4f}"
         return "" if value is None else str(value).replace("|", "\\|")
 
-    header = ["job", "overrides", *metrics, "epochs", "time (s)", "status"]
+    if objective:
+        lines.append(
+            f"objective: {objective.split()[0]} of the best checkpoint, what the jobs are ranked by;"
+            " last val/…: the last epoch's validation; test/…: the best checkpoint's test"
+        )
+    named = [f"last {m}" if m.startswith("val/") else m for m in metrics]
+    header = ["job", "overrides", "objective", *named, "epochs", "time (s)", "status"]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         status = f"failed: {row['error']}" if row["status"] == "failed" else row["status"]
         seconds = f"{row['seconds']:.1f}" if row["seconds"] is not None else ""
-        values = [row["job"], row["differs"], *(row.get(m) for m in metrics), row["epochs"], seconds, status]
+        figures = [row["objective"], *(row.get(m) for m in metrics)]
+        values = [row["job"], row["differs"], *figures, row["epochs"], seconds, status]
         lines.append("| " + " | ".join(cell(v) for v in values) + " |")
     return "\n".join(lines) + "\n"
 
