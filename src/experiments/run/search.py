@@ -97,8 +97,10 @@ class Search:
         finished_states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
         log.info(f"study {name} in {shown(url)}: {self.n_trials} trials, {len(study.trials)} there already")
         while True:
-            finished = len(study.get_trials(deepcopy=False, states=finished_states))
-            room = self.n_trials - finished - len(waiting)
+            # Running trials count as taken: this folder's left from a cut-off session (run first, below) and other
+            # workers' (another sweep folder on the same study), so that workers pulling from one study stop
+            # together; two asking at the same moment may still run one trial more between them.
+            room = self.n_trials - len(study.get_trials(deepcopy=False, states=(*finished_states, TrialState.RUNNING)))
             batch = waiting[: self.n_jobs]
             waiting = waiting[self.n_jobs :]
             while len(batch) < self.n_jobs and room > 0:
