@@ -97,3 +97,45 @@ def test_optuna_dashboard_serves_a_searchs_study_db(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_trial_whose_worker_is_killed_is_taken_up_by_another_worker_from_its_last_checkpoint(tmp_path, postgres):
+    import optuna
+    import yaml
+
+    from tests.test_sweep_resume import SHORT_JOBS, finished, kill_when, start_cli
+
+    study_name, first, second = "handover", tmp_path / "first", tmp_path / "second"
+    common = [
+        "hparams_search=digits_mlp",
+        *SHORT_JOBS,
+        "hydra.sweeper.n_trials=4",
+        f"hydra.sweeper.study_name={study_name}",
+        f"hydra.sweeper.storage='{postgres}'",
+        "hydra.sweeper.heartbeat_interval=1",  # a worker silent for 2 s has stopped
+        "hydra.sweeper.grace_period=2",
+    ]
+    worker = start_cli(*common, f"hydra.sweep.dir={first}", cwd=tmp_path)
+
+    def mid_trial() -> bool:
+        return any(not (p.parents[1] / "metrics.json").exists() for p in first.glob("*/checkpoints/last.ckpt"))
+
+    kill_when(worker, mid_trial)  # kill -9 of the worker and its jobs, in the middle of a trial
+    (dead,) = [
+        p.parents[1].name for p in first.glob("*/checkpoints/last.ckpt") if p.parents[1].name not in finished(first)
+    ]
+    result = run_cli(*common, f"hydra.sweep.dir={second}", cwd=tmp_path)  # starts after the grace period has passed
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    study = optuna.load_study(study_name=study_name, storage=postgres)
+    states = {t.number: t.state.name for t in study.trials}
+    assert states[int(dead)] == "FAIL" and list(states.values()).count("FAIL") == 1
+    assert list(states.values()).count("COMPLETE") == 4  # n_trials, the dead one not counted
+    (retry,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == int(dead)]
+    assert retry.state.name == "COMPLETE" and retry.params == study.trials[int(dead)].params
+    job = second / str(retry.number)
+    overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+    assert f"resume={first / dead / 'checkpoints' / 'last.ckpt'}" in overrides  # it went on from the dead one's
+    metrics = json.loads((job / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["global_steps"] == 100
+    assert metrics["objective"]["value"] == pytest.approx(retry.value)

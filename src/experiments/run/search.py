@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,11 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.core.atomic import written_atomically
 from experiments.core.errors import UserError
 from experiments.core.run_dir import Metrics, RunDir
+from experiments.run.handover import SWEEP_DIR, Heartbeats, continued_from, fail_stale, retried
 from experiments.run.search_space import SearchSpace, as_override_value, search_space
 from experiments.run.study import default_storage, open_storage, open_study, shown
 
 log = logging.getLogger(__name__)
-SWEEP_DIR = "sweep_dir"  # a trial's user attribute: the sweep folder its job runs in
 
 
 class Search:
@@ -44,6 +45,8 @@ class Search:
         n_trials: int = 20,
         n_jobs: int = 1,
         params: DictConfig | dict | None = None,
+        heartbeat_interval: int | None = None,
+        grace_period: int | None = None,
     ) -> None:
         for group, value in (("sampler", sampler), ("pruner", pruner)):
             if isinstance(value, str):  # `hydra.sweeper.pruner=median` replaces the option's settings with a word
@@ -54,7 +57,9 @@ class Search:
         self.sampler, self.pruner, self.direction = sampler, pruner, str(direction)
         self.study_name, self.storage_url = study_name, storage
         self.n_trials, self.n_jobs = int(n_trials), max(1, int(n_jobs))
+        self.extra: dict[int, list[str]] = {}  # trial number -> overrides of its own (where it continues from)
         self.params = OmegaConf.to_container(params) if isinstance(params, DictConfig) else dict(params or {})
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -75,7 +80,7 @@ class Search:
                 raise UserError("a search with nothing to search: give hydra.sweeper.params or a sweep such as a=1,2")
             url = str(self.storage_url) if self.storage_url else default_storage(sweep_dir)
             name = str(self.study_name or sweep_dir.name)
-            storage = open_storage(url)
+            storage = open_storage(url, self.heartbeat_interval, self.grace_period)
             study = open_study(storage, name, self.direction, space.as_json(), self.sampler, self.pruner)
         except UserError:
             if not any(path.is_dir() for path in sweep_dir.iterdir()):  # no job ever ran: leave no folder behind
@@ -92,20 +97,32 @@ class Search:
         here = str(sweep_dir.resolve())
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         waiting = [trial for trial in running if trial.user_attrs.get(SWEEP_DIR) == here]
+        self.heartbeats = Heartbeats(storage, self.heartbeat_interval)
+        self.study_id = storage.get_study_id_from_name(name)
         if waiting:
             log.info(f"study {name}: running {len(waiting)} trial(s) again that an earlier session left unfinished")
+            self.heartbeats.beat([self.trial_id(t) for t in waiting])  # theirs now, before another worker fails them
         finished_states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
         log.info(f"study {name} in {shown(url)}: {self.n_trials} trials, {len(study.trials)} there already")
         while True:
+            fail_stale(study)  # trials of workers that stopped beating: failed and queued again (run/handover.py)
             # Running trials count as taken: this folder's left from a cut-off session (run first, below) and other
             # workers' (another sweep folder on the same study), so that workers pulling from one study stop
-            # together; two asking at the same moment may still run one trial more between them.
-            room = self.n_trials - len(study.get_trials(deepcopy=False, states=(*finished_states, TrialState.RUNNING)))
+            # together; two asking at the same moment may still run one trial more between them. A failed trial
+            # that another retries is not counted: its retry is.
+            trials = study.get_trials(deepcopy=False)
+            again = retried(trials)
+            taken = [t for t in trials if t.state in (*finished_states, TrialState.RUNNING) and t.number not in again]
+            room = self.n_trials - len(taken)  # a queued retry (WAITING) is not taken: the next `ask` takes it
             batch = waiting[: self.n_jobs]
             waiting = waiting[self.n_jobs :]
             while len(batch) < self.n_jobs and room > 0:
-                trial = study.ask(space.distributions)
+                with warnings.catch_warnings():  # Optuna expects `optimize` to beat; here `Heartbeats` does
+                    warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+                    trial = study.ask(space.distributions)
                 trial.set_user_attr(SWEEP_DIR, here)
+                last = continued_from(storage, self.study_id, self.trial_id(trial))
+                self.extra[trial.number] = [f"resume={as_override_value(str(last))}"] if last else []
                 batch.append(trial)
                 room -= 1
             if not batch:
@@ -116,12 +133,14 @@ class Search:
     def run_trials(self, study, space: SearchSpace, where: list[str], trials: list) -> None:
         """Run the trials as jobs numbered by their trial numbers, then tell the study how each ended."""
         numbers = [trial.number for trial in trials]
-        jobs = [[*space.overrides(trial.params), *where] for trial in trials]
+        jobs = [[*space.overrides(trial.params), *where, *self.extra.get(trial.number, [])] for trial in trials]
         self.validate_batch(jobs)
-        if numbers == list(range(numbers[0], numbers[0] + len(numbers))):
-            returns = list(self.launcher.launch(jobs, initial_job_idx=numbers[0]))
-        else:  # not consecutive (trials run again after a crash): one launch each keeps number == folder
-            returns = [self.launcher.launch([job], initial_job_idx=n)[0] for n, job in zip(numbers, jobs, strict=True)]
+        with self.heartbeats.beating([self.trial_id(trial) for trial in trials]):
+            if numbers == list(range(numbers[0], numbers[0] + len(numbers))):
+                returns = list(self.launcher.launch(jobs, initial_job_idx=numbers[0]))
+            else:  # not consecutive (after a crash, or other workers asked between): number == folder, one by one
+                pairs = zip(numbers, jobs, strict=True)
+                returns = [self.launcher.launch([job], initial_job_idx=n)[0] for n, job in pairs]
         stopped = None
         for number, job_return in zip(numbers, returns, strict=True):
             from hydra.core.utils import JobStatus
@@ -132,6 +151,9 @@ class Search:
             self.tell(study, number, Path(job_return.hydra_cfg.hydra.runtime.output_dir))
         if stopped is not None:
             stopped.return_value  # noqa: B018 - raises the job's exception, as Hydra's own sweeper does
+
+    def trial_id(self, trial) -> int:
+        return self.heartbeats.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
 
     def validate_batch(self, jobs: list[list[str]]) -> None:
         """Compose each job's config here first: a key that does not exist is one line before anything runs."""

@@ -12,6 +12,9 @@ the other direction, are the user's to fix: one line each.
 from __future__ import annotations
 
 import logging
+import random
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +38,9 @@ def shown(url: str) -> str:
         return url.split("@")[-1]
 
 
-def open_storage(url: str):
-    """Optuna's RDB storage at `url`, connected (it creates its tables in an empty database)."""
+def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None):
+    """Optuna's RDB storage at `url`, connected (it creates its tables in an empty database). With a heartbeat
+    interval, a trial whose worker stops beating is failed and queued again (run/handover.py)."""
     import optuna
     from optuna.storages import RDBStorage
 
@@ -44,12 +48,34 @@ def open_storage(url: str):
     # not to stderr through its own handler, where only errors belong.
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+    from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError, SQLAlchemyError
 
     # SQLite: writers wait their turn (the sweeper tells while a job reports) instead of failing at once.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    heartbeats = {}
+    if heartbeat_interval:
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=3, inherit_intermediate_values=True)
+        heartbeats = {
+            "heartbeat_interval": int(heartbeat_interval),
+            "grace_period": int(grace_period) if grace_period else None,
+            "heartbeat_stale_trial_callback": retry,
+        }
     try:
-        return RDBStorage(url, engine_kwargs=engine)
+        for attempt in range(5):
+            try:
+                with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna: a warning at every start
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return RDBStorage(url, engine_kwargs=engine, **heartbeats)
+            except (IntegrityError, ProgrammingError):
+                # Workers started together on an empty database all create its tables; one wins, the others
+                # fail (PostgreSQL: a duplicate key) and find them made when they try again.
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 + random.random())
     except (ArgumentError, ValueError) as error:
         raise UserError(f"hydra.sweeper.storage={shown(url)}: not a storage URL ({first_line(str(error))})") from error
     except (SQLAlchemyError, ImportError, OSError) as error:
