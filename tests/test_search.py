@@ -138,3 +138,20 @@ def test_a_pruner_that_prunes_stops_jobs_early_and_the_record_the_summary_and_th
         first
         == f"6 jobs: {len(completed)} completed, {len(pruned)} pruned, 0 failed, 0 unfinished; ranked by val/acc (max)"
     )
+
+
+@pytest.mark.slow
+def test_jobs_in_joblibs_worker_processes_report_every_validation_to_their_trials(tmp_path):
+    import optuna
+
+    sweep_dir = tmp_path / "search"
+    parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"]
+    args = ["hparams_search=digits_mlp", "hydra.sweeper.n_trials=2", "trainer.max_epochs=3", "logger=none", *parallel]
+    result = run_cli(*args, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="digits_mlp", storage=f"sqlite:///{sweep_dir / 'study.db'}")
+    for trial in study.trials:
+        metrics = json.loads((sweep_dir / str(trial.number) / "metrics.json").read_text())
+        assert sorted(trial.intermediate_values) == [1, 2, 3]  # one report per epoch, from the worker process
+        assert trial.intermediate_values[3] == pytest.approx(metrics["val"]["val/acc"])  # the last epoch's
+        assert trial.value == pytest.approx(metrics["objective"]["value"])

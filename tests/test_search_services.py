@@ -70,10 +70,32 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_optuna_dashboard_serves_a_searchs_study_db(tmp_path):
+def hparams(run: Path) -> dict:
+    """What TensorBoard's HParams table shows for a run: its session's hyperparameters."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(run))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    values = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    return {
+        key: value.number_value if value.HasField("number_value") else value.string_value
+        for key, value in values.items()
+    }
+
+
+def test_optuna_dashboard_and_tensorboard_show_every_trial_of_a_search(tmp_path):
+    import optuna
+
     sweep_dir = tmp_path / "search"
-    result = run_cli(*TINY, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    search = ["hparams_search=digits_mlp", "trainer.max_epochs=2", "hydra.sweeper.n_trials=2"]  # TensorBoard on
+    result = run_cli(*search, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="digits_mlp", storage=f"sqlite:///{sweep_dir / 'study.db'}")
+    for trial in study.trials:  # each trial's own row in the HParams table, with the values it was given
+        shown = hparams(sweep_dir / str(trial.number) / "tensorboard")
+        assert {key: shown[key] for key in trial.params} == pytest.approx(trial.params)
 
     port = free_port()
     dashboard = Path(sys.executable).parent / "optuna-dashboard"  # its console script: it has no __main__
