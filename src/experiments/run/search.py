@@ -11,7 +11,8 @@ outlives the process: trial `n` runs in job folder `<sweep>/<n>`, and the job re
 the storage (run/trial.py), whichever launcher ran it. How a job ended is read from its `metrics.json`, the
 record the summary reads too, so the study, the summary and the job agree: completed (its objective),
 pruned, or failed. Trials left running by a search that was cut off are run again first, in their own
-folders, where a job goes on from its last checkpoint (run/sweep.py).
+folders, where a job goes on from its last checkpoint (run/sweep.py). Several workers (each its own sweep folder)
+may pull trials from one study; a dead worker's trial goes to another (run/handover.py).
 """
 
 from __future__ import annotations
@@ -102,18 +103,10 @@ class Search:
         if waiting:
             log.info(f"study {name}: running {len(waiting)} trial(s) again that an earlier session left unfinished")
             self.heartbeats.beat([self.trial_id(t) for t in waiting])  # theirs now, before another worker fails them
-        finished_states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
         log.info(f"study {name} in {shown(url)}: {self.n_trials} trials, {len(study.trials)} there already")
         while True:
             fail_stale(study)  # trials of workers that stopped beating: failed and queued again (run/handover.py)
-            # Running trials count as taken: this folder's left from a cut-off session (run first, below) and other
-            # workers' (another sweep folder on the same study), so that workers pulling from one study stop
-            # together; two asking at the same moment may still run one trial more between them. A failed trial
-            # that another retries is not counted: its retry is.
-            trials = study.get_trials(deepcopy=False)
-            again = retried(trials)
-            taken = [t for t in trials if t.state in (*finished_states, TrialState.RUNNING) and t.number not in again]
-            room = self.n_trials - len(taken)  # a queued retry (WAITING) is not taken: the next `ask` takes it
+            room = self.room(study)
             batch = waiting[: self.n_jobs]
             waiting = waiting[self.n_jobs :]
             while len(batch) < self.n_jobs and room > 0:
@@ -129,6 +122,19 @@ class Search:
                 break
             self.run_trials(study, space, where, batch)
         self.write_results(study, space, sweep_dir)
+
+    def room(self, study) -> int:
+        """How many trials are still to be asked for. Running trials count as taken: this folder's left from a
+        cut-off session (run first) and other workers' (another sweep folder on the same study), so that workers
+        pulling from one study stop together; two asking at the same moment may still run one trial more between
+        them. A failed trial that another retries is not counted, its retry is; a queued retry (WAITING) is not
+        taken, since the next `ask` takes it."""
+        from optuna.trial import TrialState
+
+        counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+        trials = study.get_trials(deepcopy=False)
+        again = retried(trials)
+        return self.n_trials - sum(t.state in counted and t.number not in again for t in trials)
 
     def run_trials(self, study, space: SearchSpace, where: list[str], trials: list) -> None:
         """Run the trials as jobs numbered by their trial numbers, then tell the study how each ended."""
