@@ -155,3 +155,19 @@ def test_jobs_in_joblibs_worker_processes_report_every_validation_to_their_trial
         assert sorted(trial.intermediate_values) == [1, 2, 3]  # one report per epoch, from the worker process
         assert trial.intermediate_values[3] == pytest.approx(metrics["val"]["val/acc"])  # the last epoch's
         assert trial.value == pytest.approx(metrics["objective"]["value"])
+
+
+def test_a_jobs_pruner_is_built_with_the_jobs_own_settings():
+    # In a job, Hydra's copy of its config holds `hydra` alone: `${trainer.max_epochs}` resolves beside the job's.
+    from omegaconf import OmegaConf, open_dict
+    from optuna.pruners import HyperbandPruner
+
+    from experiments.core.config import compose
+    from experiments.run.trial import pruner
+
+    cfg = compose(["hparams_search=digits_mlp", "hydra/sweeper/pruner=hyperband", "trainer.max_epochs=7"], True)
+    node = OmegaConf.masked_copy(cfg, "hydra").hydra.sweeper.pruner  # as HydraConfig keeps it in a job
+    with open_dict(cfg):
+        del cfg["hydra"]
+    built = pruner(cfg, node)
+    assert isinstance(built, HyperbandPruner) and built._max_resource == 7 and built._min_resource == 1
