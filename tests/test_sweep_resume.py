@@ -125,3 +125,23 @@ def test_a_killed_search_resumes_to_exactly_n_trials(tmp_path):
         metrics = json.loads((sweep_dir / str(trial.number) / "metrics.json").read_text())
         assert metrics["objective"]["value"] == pytest.approx(trial.value)
     assert (sweep_dir / "summary.md").read_text().startswith("4 jobs: 4 completed, 0 failed")
+
+
+def test_a_sweep_stopped_by_sigterm_says_how_to_resume_it_and_resume_finishes_it(tmp_path):
+    sweep_dir = tmp_path / "grid"
+    sweep = start_cli("-m", "seed=0,1,2", "model=mlp", *SHORT_JOBS, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    ready = cut_off_in_job(sweep_dir, "1", done=1)
+    deadline = time.monotonic() + 240
+    while not ready():
+        assert sweep.poll() is None and time.monotonic() < deadline, sweep.stderr.read().decode()[-2000:]
+        time.sleep(0.02)
+    sweep.send_signal(signal.SIGTERM)  # to the process that runs the sweep (and, with this launcher, its jobs)
+    assert sweep.wait(timeout=120) == 128 + signal.SIGTERM
+    line = sweep.stderr.read().decode().strip().splitlines()[-1]
+    assert line.startswith("stopped by SIGTERM at step ") and " in job 1; " in line
+    assert line.endswith(f"; continue with: python -m experiments resume={sweep_dir}")
+
+    result = run_cli(f"resume={sweep_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(finished(sweep_dir)) == ["0", "1", "2"]
+    assert (sweep_dir / "summary.md").read_text().startswith("3 jobs: 3 completed, 0 failed")

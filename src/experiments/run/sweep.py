@@ -34,7 +34,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.core.atomic import written_atomically
-from experiments.core.errors import UserError, classify, exit_for
+from experiments.core.errors import Interrupted, UserError, classify, exit_for
 from experiments.core.run_dir import Metrics, Objective, RunDir, this_jobs_sweep_dir
 from experiments.run.search_plot import plot_search, space_of, trial_params
 
@@ -73,6 +73,10 @@ def run_job(task: Callable[[DictConfig], float], cfg: DictConfig) -> float | Non
         objective = task(cfg)
     except Exception as error:
         failure = classify(error)
+        if isinstance(error, Interrupted) and error.resume_from:
+            # Ctrl+C or SIGTERM stops the sweep, not just this job; the sweep goes on from where it stopped.
+            sweep = str(this_jobs_sweep_dir())
+            raise Interrupted(error.signum, f"{error.where} in job {number}", resume_from=sweep) from error
         if failure.status == "interrupted":
             raise  # Ctrl+C or SIGTERM stops the sweep, not just this job
         failed(failure.line, bug=error if failure.traceback else None)
