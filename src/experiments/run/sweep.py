@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import re
+import signal
 import statistics
 import sys
 import time
@@ -73,7 +74,8 @@ def run_job(task: Callable[[DictConfig], float], cfg: DictConfig) -> float | Non
         objective = task(cfg)
     except Exception as error:
         failure = classify(error)
-        if isinstance(error, Interrupted) and error.resume_from:
+        requeued = error.signum == getattr(signal, "SIGUSR1", None) if isinstance(error, Interrupted) else False
+        if isinstance(error, Interrupted) and error.resume_from and not requeued:  # SLURM starts a requeued job itself
             # Ctrl+C or SIGTERM stops the sweep, not just this job; the sweep goes on from where it stopped.
             sweep = str(this_jobs_sweep_dir())
             raise Interrupted(error.signum, f"{error.where} in job {number}", resume_from=sweep) from error
