@@ -69,3 +69,36 @@ def test_without_repeated_seeds_there_are_no_groups(tmp_path):
     assert "Over seeds" not in markdown
     with open(tmp_path / "summary.csv", newline="") as file:
         assert "group" not in next(csv.reader(file))
+
+
+def test_a_searchs_summary_ranks_by_the_objective_names_the_swept_keys_rounded_and_draws_the_search(tmp_path):
+    from omegaconf import OmegaConf, open_dict
+
+    from experiments.core.config import compose
+
+    # The search's record, as the sweeper saves it: its space is the params plus the command line's sweeps.
+    cfg = compose(["hparams_search=digits_mlp"], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.overrides.task = ["hparams_search=digits_mlp", "model.width=choice(8,16)"]
+    OmegaConf.save(cfg, tmp_path / "multirun.yaml")
+    fixed = ["hparams_search=digits_mlp", "model.depth=1", "model.dropout=0.25", "data.batch_size=32"]
+    trials = [(0.001151888789941251, 8, 0.91), (0.0003, 16, 0.85), (0.02, 16, 0.88), (0.0004, 8, None)]
+    for number, (lr, width, accuracy) in enumerate(trials):
+        job(tmp_path, number, [*fixed, f"optimizer.lr={lr}", f"model.width={width}"], accuracy)
+    pruned = RunDir(tmp_path / "3")  # stopped after its first epoch
+    Metrics(Objective("val/acc", "max", 0.2), val={"val/acc": 0.2}, epochs=1, status="pruned").write(
+        pruned.metrics_file
+    )
+
+    markdown = write_summary(tmp_path)
+    lines = markdown.splitlines()
+    assert lines[0] == "4 jobs: 3 completed, 1 pruned, 0 failed, 0 unfinished; ranked by val/acc (max)"
+    assert lines[1] == f"all jobs: {' '.join(sorted(fixed))}"
+    header = next(line for line in lines if line.startswith("| job |"))
+    assert header.startswith("| job | overrides | objective | last val/acc | test/acc | epochs |")
+    rows = [line for line in lines if line[:4] in ("| 0 ", "| 1 ", "| 2 ", "| 3 ")]
+    assert [row.split(" | ")[0] for row in rows] == ["| 0", "| 2", "| 1", "| 3"]  # best first, the pruned one last
+    assert rows[0].startswith("| 0 | optimizer.lr=0.001152 model.width=8 | 0.9100 | 0.9100 |")  # the swept keys only
+    assert rows[-1].endswith("| 1 |  | pruned |")
+    with Image.open(tmp_path / "summary.png") as image:  # the search's figure (12 in wide), not a grid's bars (8 in)
+        assert image.size[0] == 12 * 90 and image.size[1] > 2 * 3.6 * 90

@@ -137,6 +137,14 @@ def test_optuna_search_survives_diverging_trials_and_names_the_best_parameters(t
     assert best_line.endswith(f"  val/loss {best['best_value']:.4f}")
     assert all(f"{key}={value}" in best_line.split() for key, value in best["best_params"].items())
 
+    # The study outlives the process, in study.db in the sweep folder; trial n ran in job folder n.
+    import optuna
+
+    study = optuna.load_study(study_name="digits_mlp", storage=f"sqlite:///{sweep_dir / 'study.db'}")
+    states = {"completed": "COMPLETE", "failed": "FAIL"}
+    assert {str(t.number): t.state.name for t in study.trials} == {r["job"]: states[r["status"]] for r in rows}
+    assert study.best_value == pytest.approx(best["best_value"]) and str(study.best_trial.number) == rows[0]["job"]
+
 
 def test_submitit_local_runs_each_job_in_its_own_process(tmp_path):
     args = ["-m", "hydra/launcher=submitit_local", "model=mlp", "trainer.max_epochs=1", "logger=none"]
@@ -216,7 +224,7 @@ def test_tensorboard_serves_each_runs_curves_images_and_hparams(sweep):
 
 
 @pytest.mark.parametrize("search", ["digits_mlp", "mnist_mlp", "imdb_mlp"])
-def test_every_search_composes_with_tpe_failures_tolerated_and_the_objectives_direction(search):
+def test_every_search_composes_with_our_sweeper_tpe_and_the_objectives_direction(search):
     from experiments.core.config import compose
 
     cfg = compose([f"hparams_search={search}", "objective=val/loss", "objective_mode=min"], return_hydra_config=True)
@@ -224,5 +232,6 @@ def test_every_search_composes_with_tpe_failures_tolerated_and_the_objectives_di
     assert cfg.data._target_.lower().endswith(f"{search.split('_')[0]}datamodule")
     assert cfg.model._target_ == "experiments.models.nets.MLP"
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.direction == "minimize"
-    assert sweeper.max_failure_rate == 1.0 and cfg.hydra.mode.name == "MULTIRUN"
+    assert sweeper._target_ == "hydra_plugins.experiments_search.OptunaSweeper" and cfg.hydra.mode.name == "MULTIRUN"
+    assert sweeper.pruner._target_ == "optuna.pruners.NopPruner" and sweeper.sampler.seed == cfg.seed
     assert {"optimizer.lr", "model.width", "model.depth", "model.dropout", "data.batch_size"} <= set(sweeper.params)

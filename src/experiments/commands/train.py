@@ -5,6 +5,7 @@
     python -m experiments model=mlp optimizer=sgd optimizer.lr=0.1 model.width=512
     python -m experiments -m model=mlp,cnn,rnn             # a sweep: see run/sweep.py
     python -m experiments resume=outputs/train/runs/<run>  # continue a run where it stopped
+    python -m experiments resume=outputs/train/multiruns/<sweep>  # a sweep or a search: the jobs it lacks
     python -m experiments --help                           # the config groups and their options
     python -m experiments --cfg job                        # print the composed config, run nothing
 

@@ -36,7 +36,7 @@ class Interrupted(Exception):
     """A stop signal ended training: the line says where, and how to continue (or why nothing was saved)."""
 
     def __init__(self, signum: int, where: str, resume_from: str | None = None, why_not: str = "") -> None:
-        self.signum = signum
+        self.signum, self.where, self.resume_from = signum, where, resume_from  # a sweep says it its own way
         name = signal.Signals(signum).name
         if resume_from:
             then = f"; continue with: python -m experiments resume={resume_from}"

@@ -51,7 +51,7 @@ class Metrics:
     best_checkpoint: str = ""
     tags: list[str] = field(default_factory=list)
     notes: str = ""
-    status: str = "completed"  # completed | failed
+    status: str = "completed"  # completed | failed | pruned (a search stopped it early: run/trial.py)
     error: str = ""
 
     def write(self, path: Path) -> None:

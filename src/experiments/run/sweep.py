@@ -1,7 +1,7 @@
 """Sweeps that survive their failures: every job leaves `metrics.json`, the sweep root a summary of them all.
 
     python -m experiments -m model=mlp,cnn,rnn data=digits,mnist        # a grid
-    python -m experiments hparams_search=digits_mlp                     # an Optuna search
+    python -m experiments hparams_search=digits_mlp                     # an Optuna search (run/search.py)
     python -m experiments -m hydra/launcher=joblib model=mlp,cnn,rnn    # jobs in parallel
 
 Hydra's launchers run a whole batch, then re-raise the first job error and skip `on_multirun_end`, so
@@ -10,6 +10,8 @@ a summary written only at the end is lost with the first failure. So a sweep job
 None, which every sweeper accepts (Optuna marks the trial failed, where a NaN would crash it), and
 the `SweepSummary` callback rewrites `summary.csv`, `summary.md` and `summary.png` after every job
 from all the `metrics.json` files under the sweep root. `fail_fast=true` stops at the first failure.
+A job whose folder already holds a `metrics.json` ended in an earlier session of the sweep (`resume=<sweep>`,
+run/resume.py) and is not run again.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import csv
 import logging
 import math
 import os
+import re
+import signal
 import statistics
 import sys
 import time
@@ -31,13 +35,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.core.atomic import written_atomically
-from experiments.core.errors import classify
+from experiments.core.errors import Interrupted, UserError, classify, exit_for
 from experiments.core.run_dir import Metrics, Objective, RunDir, this_jobs_sweep_dir
+from experiments.run.search_plot import plot_search, space_of, trial_params
 
-# optuna 2.x, the one Hydra's Optuna sweeper accepts, uses SQLAlchemy APIs that 1.4 warns about on import.
-os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
 log = logging.getLogger(__name__)
-ORDER = {"completed": 0, "failed": 1, "unfinished": 2}
+# Best first: a pruned trial (a search stopped it early, run/trial.py) ranks after the completed, not as a failure.
+ORDER = {"completed": 0, "pruned": 1, "failed": 2, "unfinished": 3}
 
 
 def run_job(task: Callable[[DictConfig], float], cfg: DictConfig) -> float | None:
@@ -51,7 +55,12 @@ def run_job(task: Callable[[DictConfig], float], cfg: DictConfig) -> float | Non
         log.error(f"job {number} failed: {line}", exc_info=bug)  # a bug keeps its traceback, in train.log too
         record_failure(run_dir, cfg, line, time.perf_counter() - started)
 
-    if run_dir.attempted_marker.exists() and not run_dir.metrics_file.exists():
+    if run_dir.metrics_file.is_file():
+        # It ended in an earlier session of this sweep (`resume=<sweep>`, run/resume.py): its record stands.
+        recorded = Metrics.read(run_dir.metrics_file)
+        log.info(f"job {number} ended ({recorded.status}) in an earlier session of this sweep: not run again")
+        return recorded.objective.value if recorded.status == "completed" else None
+    if run_dir.attempted_marker.exists():
         # Started again after it was cut off (SLURM requeued it, submitit resubmitted it): on from its last
         # checkpoint. Without one it would start from its first epoch over its own files.
         last = run_dir.last_checkpoint()
@@ -65,6 +74,11 @@ def run_job(task: Callable[[DictConfig], float], cfg: DictConfig) -> float | Non
         objective = task(cfg)
     except Exception as error:
         failure = classify(error)
+        requeued = error.signum == getattr(signal, "SIGUSR1", None) if isinstance(error, Interrupted) else False
+        if isinstance(error, Interrupted) and error.resume_from and not requeued:  # SLURM starts a requeued job itself
+            # Ctrl+C or SIGTERM stops the sweep, not just this job; the sweep goes on from where it stopped.
+            sweep = str(this_jobs_sweep_dir())
+            raise Interrupted(error.signum, f"{error.where} in job {number}", resume_from=sweep) from error
         if failure.status == "interrupted":
             raise  # Ctrl+C or SIGTERM stops the sweep, not just this job
         failed(failure.line, bug=error if failure.traceback else None)
@@ -162,8 +176,31 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+_sweep_lock: FileLock | None = None  # held by the launching process for its life
+
+
+def lock_sweep(sweep_dir: Path) -> None:
+    """One process at a time runs a sweep folder (a sweep, or `resume=` of it): two would run the same jobs into
+    the same folders. The system drops the lock when the process ends, however it ends."""
+    global _sweep_lock
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(sweep_dir / ".sweep.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UserError(f"{sweep_dir} is being run by another process; wait for it to end, or stop it") from None
+    _sweep_lock = lock
+
+
 class SweepSummary(Callback):
-    """Rewrites the sweep's summary after each job (the only hook that survives a failed job) and at the end."""
+    """Locks the sweep folder at the start; rewrites the sweep's summary after each job (the only hook that survives
+    a failed job) and at the end."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            lock_sweep(Path(str(config.hydra.sweep.dir)).resolve())
+        except UserError as error:
+            exit_for(error)  # SystemExit: Hydra turns a callback's exceptions into warnings and goes on
 
     def on_job_end(self, config: DictConfig, job_return=None, **kwargs) -> None:
         if HydraConfig.get().mode == RunMode.MULTIRUN:  # still the job's own config here
@@ -211,7 +248,7 @@ def ranked(rows: list[dict]) -> list[dict]:
         value = row["objective"]
         score = (-value if maximise else value) if value is not None else math.inf
         number = int(row["job"]) if row["job"].isdigit() else math.inf
-        return ORDER.get(row["status"], 3), score, number, row["job"]
+        return ORDER.get(row["status"], len(ORDER)), score, number, row["job"]
 
     return sorted(rows, key=key)
 
@@ -220,9 +257,12 @@ def write_summary(sweep_dir: Path) -> str:
     """Write summary.csv, summary.md and summary.png under `sweep_dir`; return the Markdown."""
     with FileLock(sweep_dir / ".summary.lock"):  # one writer at a time: parallel jobs finish together
         rows = ranked(collect(sweep_dir))
+        space = space_of(sweep_dir)  # a search's space; None for a grid
         shared = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()
-        for row in rows:  # the table and plot show what tells the jobs apart; the CSV keeps them whole
-            row["differs"] = " ".join(o for o in row["overrides"] if o not in shared)
+        for row in rows:  # the table and plot show what tells the jobs apart, rounded; the CSV keeps them whole
+            row["differs"] = " ".join(rounded(o) for o in row["overrides"] if o not in shared)
+            if space is not None:
+                row["params"] = trial_params(row["overrides"], space)
             row["overrides"] = " ".join(row["overrides"])
         metrics = {k for r in rows for k in r if k.startswith(("val/", "test/"))}
         metrics = sorted(metrics, key=lambda k: (k.startswith("test/"), k))  # validation first
@@ -238,7 +278,11 @@ def write_summary(sweep_dir: Path) -> str:
         with written_atomically(sweep_dir / "summary.md") as temporary:
             temporary.write_text(markdown)
         with written_atomically(sweep_dir / "summary.png") as temporary:
-            plot(groups or rows, temporary)
+            if space is not None and rows:
+                metric = rows[0]["objective_metric"] or "objective"
+                plot_search(rows, space, metric, maximise=rows[0]["objective_mode"] != "min", path=temporary)
+            else:
+                plot(groups or rows, temporary)
     return markdown
 
 
@@ -296,8 +340,20 @@ def groups_as_markdown(groups: list[dict], metrics: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+NUMBER = re.compile(r"(?P<key>[^=]+=)(?P<value>-?(\d+\.\d*|\d*\.\d+|\d+)(e[-+]?\d+)?)")
+
+
+def rounded(override: str) -> str:
+    """`optimizer.lr=0.001151888789941251` -> `optimizer.lr=0.001152`: four significant digits for people."""
+    match = NUMBER.fullmatch(override)
+    if not match or not any(c in match["value"] for c in ".e"):
+        return override  # ints and words as they are
+    return f"{match['key']}{float(match['value']):.4g}"
+
+
 def as_markdown(rows: list[dict], metrics: list[str], shared: list[str]) -> str:
-    counts = ", ".join(f"{sum(r['status'] == s for r in rows)} {s}" for s in ORDER)
+    shown = [s for s in ORDER if s != "pruned" or any(r["status"] == s for r in rows)]  # a grid never prunes
+    counts = ", ".join(f"{sum(r['status'] == s for r in rows)} {s}" for s in shown)
     objective = next((f"{r['objective_metric']} ({r['objective_mode']})" for r in rows if r["objective_metric"]), "")
     lines = [f"{len(rows)} jobs: {counts}; ranked by {objective}"]
     if shared:
@@ -312,18 +368,25 @@ def as_markdown(rows: list[dict], metrics: list[str], shared: list[str]) -> str:
             return f"{value:.4f}"
         return "" if value is None else str(value).replace("|", "\\|")
 
-    header = ["job", "overrides", *metrics, "epochs", "time (s)", "status"]
+    if objective:
+        lines.append(
+            f"objective: {objective.split()[0]} of the best checkpoint, what the jobs are ranked by;"
+            " last val/…: the last epoch's validation; test/…: the best checkpoint's test"
+        )
+    named = [f"last {m}" if m.startswith("val/") else m for m in metrics]
+    header = ["job", "overrides", "objective", *named, "epochs", "time (s)", "status"]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         status = f"failed: {row['error']}" if row["status"] == "failed" else row["status"]
         seconds = f"{row['seconds']:.1f}" if row["seconds"] is not None else ""
-        values = [row["job"], row["differs"], *(row.get(m) for m in metrics), row["epochs"], seconds, status]
+        figures = [row["objective"], *(row.get(m) for m in metrics)]
+        values = [row["job"], row["differs"], *figures, row["epochs"], seconds, status]
         lines.append("| " + " | ".join(cell(v) for v in values) + " |")
     return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Horizontal bars of the objective, best at the top; failed and unfinished jobs named in red and grey.
+    """Horizontal bars of the objective, best at the top; pruned, failed and unfinished jobs in orange, red and grey.
     Rows of seed groups (`seed_groups`) are drawn as their means, with their standard deviations."""
     import matplotlib
 
@@ -332,13 +395,15 @@ def plot(rows: list[dict], path: Path) -> None:
 
     labels = [(r["job"] if "n" in r else f"#{r['job']} {r['differs']}")[:60] for r in rows]
     values = [r["objective"] or 0.0 for r in rows]
-    colours = {"completed": "tab:blue", "failed": "tab:red", "unfinished": "tab:grey"}
+    colours = {"completed": "tab:blue", "pruned": "tab:orange", "failed": "tab:red", "unfinished": "tab:grey"}
     figure, axes = plt.subplots(figsize=(8, 1.2 + 0.4 * max(len(rows), 1)), layout="constrained")
     positions = range(len(rows))
     spread = [r.get("objective std") or 0.0 for r in rows]
     axes.barh(positions, values, xerr=spread, color=[colours.get(r["status"], "black") for r in rows])
     for position, row in zip(positions, rows, strict=True):
-        text = f" {row['objective']:.4f}" if row["status"] == "completed" else f" {row['status']}: {row['error']}"
+        text = f" {row['status']}: {row['error']}"
+        if row["status"] in ("completed", "pruned") and row["objective"] is not None:
+            text = f" {row['objective']:.4f}" + (" (pruned)" if row["status"] == "pruned" else "")
         if "n" in row and row["status"] == "completed":
             text += f" ± {row['objective std'] or 0.0:.4f} (n={row['n']})"
         colour = "black" if row["status"] == "completed" else colours.get(row["status"], "black")

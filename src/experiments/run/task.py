@@ -40,6 +40,7 @@ def train(cfg: DictConfig) -> float:
     from experiments.run.recovery import StopOnNonFiniteLoss, check_resumable, init_weights, load_checkpoint
     from experiments.run.stop_signals import StopSignals
     from experiments.run.trainer import build_trainer, quiet_lightning
+    from experiments.run.trial import report_to_trial
 
     resumed = None
     if cfg.get("resume"):
@@ -52,7 +53,8 @@ def train(cfg: DictConfig) -> float:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.data, "data", L.LightningDataModule)
     throughput, stop_signals = Throughput(), StopSignals()
-    always = [throughput, StopOnNonFiniteLoss(), stop_signals]  # whatever the callbacks config says
+    trial_reports = report_to_trial(cfg)  # a search's job: its objective to its trial, stopped if pruned (run/trial.py)
+    always = [throughput, StopOnNonFiniteLoss(), stop_signals, *trial_reports]  # whatever the callbacks config says
     callbacks = [build(c, f"callbacks.{name}", L.Callback) for name, c in cfg.callbacks.items() if c] + always
     model, optimizer_groups = build_model(cfg, datamodule.spec, logged_by(callbacks))
     if resumed is not None:
@@ -73,7 +75,8 @@ def train(cfg: DictConfig) -> float:
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
     test_metrics = {}
-    if cfg.test:
+    pruned = any(report.pruned for report in trial_reports)
+    if cfg.test and not pruned:
         # The best checkpoint when there is one (not under fast_dev_run or without checkpointing).
         results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
         test_metrics = {k: float(v) for k, v in results[0].items()}
@@ -93,6 +96,7 @@ def train(cfg: DictConfig) -> float:
         best_checkpoint=RunDir(Path(cfg.paths.output_dir)).recorded(best_path),
         tags=list(cfg.get("tags") or []),
         notes=cfg.get("notes") or "",
+        status="pruned" if pruned else "completed",
     )
     if trainer.is_global_zero:  # under data parallelism, one process reports for all
         output_dir = Path(cfg.paths.output_dir)
