@@ -7,7 +7,7 @@ accuracy beside the published or measured reference it is held against.
     python benchmarks/results.py --quick                           # each recipe briefly: the pipeline, not the figures
 
 Each recipe is one sweep of the command line, `python -m experiments -m experiment=<recipe> seed=0,1,2`, so a
-recipe's figure is what a user gets from that command; the sweep's summary groups the seeds (run/sweep.py).
+recipe's figure is what a user gets from that command; the sweep's summary groups the seeds (run/summary.py).
 Extra arguments are passed on to every sweep (e.g. `trainer.precision=bf16-mixed`) and shown in the table;
 the sweeps stay under outputs/results/ for a later `--from-runs`, which reads sweeps and single runs alike and
 merges those of one recipe (seeds run at different times). The table lists every recipe: the ones measured or

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from experiments.core.run_dir import Metrics, Objective, RunDir
-from experiments.run.sweep import write_summary
+from experiments.run.summary import write_summary
 
 ACCURACIES = {"model=mlp": [0.90, 0.92, 0.94], "model=cnn": [0.97, 0.98, 0.99]}
 

@@ -94,7 +94,7 @@ class Search:
             f"hydra.sweeper.study_name={as_override_value(name)}",
         ]
         # Trials of this sweep folder still running were cut off with an earlier session: only one process runs a
-        # sweep folder (run/sweep.py locks it). Another folder's trials in a shared study are its own business.
+        # sweep folder (run/summary.py locks it). Another folder's trials in a shared study are its own business.
         here = str(sweep_dir.resolve())
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         waiting = [trial for trial in running if trial.user_attrs.get(SWEEP_DIR) == here]

@@ -1,4 +1,4 @@
-"""summary.png of a search: what the trials found and what mattered, from the jobs' records (run/sweep.py).
+"""summary.png of a search: what the trials found and what mattered, from the jobs' records (run/summary.py).
 
     top left    the objective of each trial by its number, the best so far as a line; pruned trials as orange
                 crosses (their objective when stopped), failed ones as red ticks on the axis
