@@ -37,13 +37,17 @@ def postgres():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_two_workers_pull_trials_from_one_study_in_postgresql(tmp_path, postgres):
+@pytest.mark.parametrize("database", ["postgresql", "sqlite"])
+def test_two_workers_pull_trials_from_one_study(tmp_path, database, request):
     import optuna
+
+    # Both start on an empty database: each creates its tables, and the one that loses the race tries again.
+    storage = request.getfixturevalue("postgres") if database == "postgresql" else f"sqlite:///{tmp_path}/study.db"
 
     workers = [
         subprocess.Popen(
             [sys.executable, "-m", "experiments", *TINY, "hydra.sweeper.n_trials=6", "hydra.sweeper.study_name=shared",
-             f"hydra.sweeper.storage='{postgres}'", f"hydra.sweep.dir={tmp_path / f'worker{i}'}"],
+             f"hydra.sweeper.storage='{storage}'", f"hydra.sweep.dir={tmp_path / f'worker{i}'}"],
             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ},
         )
         for i in range(2)
@@ -52,7 +56,7 @@ def test_two_workers_pull_trials_from_one_study_in_postgresql(tmp_path, postgres
         _, stderr = worker.communicate(timeout=600)
         assert worker.returncode == 0, stderr[-3000:]
 
-    study = optuna.load_study(study_name="shared", storage=postgres)
+    study = optuna.load_study(study_name="shared", storage=storage)
     numbers = sorted(t.number for t in study.trials)
     assert 6 <= len(numbers) <= 7 and all(t.state.name == "COMPLETE" for t in study.trials)  # 7: both asked last
     ran = [{p.parent.name for p in (tmp_path / f"worker{i}").glob("*/metrics.json")} for i in range(2)]

@@ -48,7 +48,7 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
     # not to stderr through its own handler, where only errors belong.
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
-    from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError, SQLAlchemyError
+    from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
     # SQLite: writers wait their turn (the sweeper tells while a job reports) instead of failing at once.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
@@ -70,10 +70,12 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
                 with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna: a warning at every start
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     return RDBStorage(url, engine_kwargs=engine, **heartbeats)
-            except (IntegrityError, ProgrammingError):
+            except (IntegrityError, ProgrammingError, OperationalError) as error:
                 # Workers started together on an empty database all create its tables; one wins, the others
-                # fail (PostgreSQL: a duplicate key) and find them made when they try again.
-                if attempt == 4:
+                # fail (PostgreSQL: a duplicate key; SQLite: "table ... already exists") and find them made when
+                # they try again. Any other OperationalError (a file that cannot be opened) is the user's.
+                racing = not isinstance(error, OperationalError) or "already exists" in str(error)
+                if attempt == 4 or not racing:
                     raise
                 time.sleep(0.5 + random.random())
     except (ArgumentError, ValueError) as error:
