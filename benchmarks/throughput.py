@@ -209,9 +209,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from hydra.utils import instantiate
+    import lightning as L
     from template import template_throughput
 
+    from experiments.core.build import build
     from experiments.run.trainer import pick_precision
 
     device = torch.device(args.device)
@@ -232,7 +233,7 @@ def main() -> None:
         overrides.append("trainer.limit_val_batches=2")  # validation is not timed; keep it short
         cfg = compose([*overrides, "paths.output_dir=unused"])
         precision = pick_precision(cfg.trainer)
-        data = instantiate(cfg.data)
+        data = build(cfg.data, "data", L.LightningDataModule)
         data.setup("fit")
         figures: dict[str, list[float]] = {p: [] for p in args.paths}
         with tempfile.TemporaryDirectory() as folder:

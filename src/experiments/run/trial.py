@@ -54,8 +54,10 @@ def report_to_trial(cfg: DictConfig) -> list[ReportToTrial]:
 def pruner(cfg: DictConfig, node: DictConfig):
     """The search's pruner, built in the job: its settings may name the job's own keys (`${trainer.max_epochs}`),
     which Hydra's copy of its config for the job cannot resolve alone, so they are resolved beside the job's config."""
-    from hydra.utils import instantiate
+    from optuna.pruners import BasePruner
+
+    from experiments.core.build import build
 
     root = OmegaConf.to_container(cfg, resolve=False)  # a plain copy: the job's config is struct (no new keys)
     root["_search_pruner"] = OmegaConf.to_container(node, resolve=False)
-    return instantiate(OmegaConf.create(root)._search_pruner)
+    return build(OmegaConf.create(root)._search_pruner, "hydra.sweeper.pruner", BasePruner)
