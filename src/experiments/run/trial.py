@@ -24,12 +24,16 @@ class ReportToTrial(L.Callback):
         self.pruned = False
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        value = trainer.callback_metrics.get(self.objective)
-        if trainer.sanity_checking or value is None or not trainer.is_global_zero:
+        value = trainer.callback_metrics.get(self.objective)  # the same in every process: logged with sync_dist
+        if trainer.sanity_checking or value is None:
             return
         epoch = trainer.current_epoch + 1  # the step a pruner counts: epochs (validations) trained
-        self.trial.report(float(value), epoch)  # an epoch reported again (a resumed job) is ignored by Optuna
-        if self.trial.should_prune():
+        prune = False
+        if trainer.is_global_zero:  # one report per validation, whatever the number of processes
+            self.trial.report(float(value), epoch)  # an epoch reported again (a resumed job) is ignored by Optuna
+            prune = self.trial.should_prune()
+        # Every process stops, or none: under data parallelism one that went on alone would wait for the others.
+        if trainer.strategy.broadcast(prune, src=0):
             self.pruned = trainer.should_stop = True  # this epoch's checkpoints are still written, after this hook
             log.info(f"trial {self.trial.number} pruned after epoch {epoch}: {self.objective} {float(value):.4f}")
 
