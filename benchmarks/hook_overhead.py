@@ -30,13 +30,13 @@ from lightning.pytorch.utilities.signature_utils import is_param_in_hook_signatu
 
 from experiments.core.config import compose
 from experiments.core.lightning_internals import FastPath, NoProfiler
-from experiments.models.classifier import Classifier, FastClassifier
+from experiments.models.model import FastModel, Model
 from experiments.run import recovery
 from experiments.run.task import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # synthetic.SyntheticMNIST for `_target_`
 DEFAULT = ["data=mnist", "model=mlp", "model.width=8", "model.depth=1", "data.batch_size=16"]
-SIGNATURE = FastClassifier.training_step.__signature__
+SIGNATURE = FastModel.training_step.__signature__
 KEYED_ONCE = recovery.ModelCheckpoint.state_key
 REBUILT = property(lambda self: callbacks.ModelCheckpoint.state_key.fget(self))
 
@@ -150,7 +150,7 @@ def main() -> None:
         return call
 
     checkpoint = recovery.ModelCheckpoint(dirpath="unused", monitor="val/acc", mode="max")
-    model = Classifier(
+    model = Model(
         {"kind": "image", "shape": [1, 28, 28], "num_classes": 10}, {"_target_": "experiments.models.nets.MLP"}, {}, {}
     )
     signature_check = lambda: is_param_in_hook_signature(model.training_step, "batch_idx", min_args=2)  # noqa: E731

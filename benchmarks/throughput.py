@@ -9,7 +9,7 @@
 
 In one process, each round measures the paths one after another on the same net, batch size,
 optimiser and data, and each measurement is the second epoch of `steps` batches (the first is warm-up):
-  (a) project   `experiments.run.task.train` with the recipe's config: the real Classifier, DataModule,
+  (a) project   `experiments.run.task.train` with the recipe's config: the real Model, DataModule,
                 Trainer, default callbacks and TensorBoard logger, exactly what `python -m experiments`
                 runs; its figure is the one the run writes to metrics.json (`samples_per_second`).
   (b) plain     a hand-written PyTorch loop: the same net, optimiser and schedule from the project's
@@ -86,7 +86,7 @@ class Reference:
     normalised once and resident on the device; `batches()` is one epoch in a new random order."""
 
     def __init__(self, cfg, data, device: torch.device, precision: str, steps: int | None) -> None:
-        from experiments.models.classifier import prepare_net
+        from experiments.models.model import prepare_net
         from experiments.models.nets import build_net
         from experiments.models.optim import build_optimizer, build_scheduler
         from experiments.run.task import plain

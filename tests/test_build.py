@@ -18,8 +18,9 @@ from torch import nn
 from experiments.core.build import build, component
 from experiments.core.errors import UserError, classify
 from experiments.core.rules import checks, number
-from experiments.models.classifier import OBJECTIVES
+from experiments.models.model import objectives
 from experiments.models.optim import build_optimizer, build_scheduler, check_optimizer, check_scheduler
+from experiments.models.tasks import Classification
 from tests.conftest import run_cli
 
 DIGITS = "experiments.data.DigitsDataModule"
@@ -205,7 +206,7 @@ def test_a_run_builds_its_optimiser_and_its_schedule_once(make_config, monkeypat
     # What an objective may name is what the module logged while it fitted: no more, no less. (Throughput's figure,
     # logged after each epoch's validation, is no metric a checkpoint could select on at that validation.)
     module_logged = {name for name in LoggedMetrics.names if name.startswith(("train/", "val/"))}
-    assert module_logged - {"train/samples_per_s"} == set(OBJECTIVES)
+    assert module_logged - {"train/samples_per_s"} == set(objectives(Classification()))
 
 
 @checks("scheduler", factor=number(0.0, 1.0, low_inclusive=False))
@@ -283,7 +284,7 @@ def test_a_run_written_before_this_layout_loads_evaluates_and_predicts(tmp_path,
 
     # Its config's data node still says `download: true`, which the digits no longer take.
     expected = json.loads((BEFORE_THE_LAYOUT / "metrics.json").read_text())["test"]
-    result = evaluate(checkpoint, [])
+    result = evaluate(checkpoint, [])[0]
     assert result["test/acc"] == pytest.approx(expected["test/acc"], abs=1e-6)
     out = tmp_path / "predictions.csv"
     count = predict(checkpoint, [], out, [], split="test")

@@ -26,7 +26,7 @@ def test_help_lists_the_commands_then_trains_config_groups(tmp_path):
     commands_block, _, hydra_help = result.stdout.partition("\n\n")
     assert commands_block.splitlines()[1:] == [
         "  evaluate   Test a trained model again: the run's own config, data and checkpoint.",
-        "  predict    Predict the classes of new inputs with a trained run, into a CSV file.",
+        "  predict    Predict the classes or numbers of new inputs with a trained run, into a CSV file.",
         "  train      Train a model, or sweep many (the default command): the task of run/task.py, through Hydra's "
         "command line.",
     ]

@@ -12,6 +12,7 @@ from experiments.core.config import config_dir, validate
 from experiments.core.errors import UserError
 from tests.conftest import run_cli
 
+TABLES = ("breast_cancer", "diabetes")
 GROUPS = sorted(p.name for p in config_dir().iterdir() if p.is_dir() and p.name != "hydra")
 OPTIONS = [(group, f.stem) for group in GROUPS for f in sorted((config_dir() / group).glob("*.yaml"))]
 
@@ -62,6 +63,12 @@ def users_files(option: str, folder: Path) -> list[str]:
     if option == "text_csv":
         (folder / "texts.csv").write_text("text,label\ngood,1\nbad,0\n")
         return [f"data.path={folder / 'texts.csv'}"]
+    if option == "table_csv":
+        rows = "".join(f"{i},{i % 3},{'ab'[i % 2]}\n" for i in range(20))
+        (folder / "rows.csv").write_text("x,label,colour\n" + rows)
+        return [f"data.path={folder / 'rows.csv'}", f"data.data_dir={folder}", "model=mlp"]
+    if option in TABLES:  # a table's columns have no order for a CNN (the default) to convolve over
+        return [f"data.data_dir={folder}", "model=mlp"]
     return []
 
 

@@ -11,7 +11,7 @@ import torch
 
 from experiments.data import DigitsDataModule
 from experiments.data.in_memory import TensorBatches
-from experiments.models.classifier import Classifier
+from experiments.models.model import Model
 from tests.conftest import best_checkpoint, run_cli
 
 
@@ -52,7 +52,7 @@ def test_two_cpu_processes_cover_the_epoch_and_report_synchronised_metrics(tmp_p
     assert result.stdout.count("run directory") == 1  # one summary, from the first process
 
     # Test metrics gathered from both halves of the test split equal one process evaluating all of it.
-    model = Classifier.load_from_checkpoint(best_checkpoint(run_dir), map_location="cpu").eval()
+    model = Model.load_from_checkpoint(best_checkpoint(run_dir), map_location="cpu").eval()
     with torch.no_grad():
         correct = sum(
             (model(x).argmax(1) == y).sum().item()

@@ -33,7 +33,7 @@ def test_evaluate_takes_a_checkpoint_file_too(finished_run, capsys):
     run_dir, _ = finished_run
     last = run_dir / "checkpoints" / "last.ckpt"  # the model after the last epoch, not the best one
     main([str(last)])
-    expected = evaluate(last, [])  # in this process, as the same model and data: the same figures
+    expected = evaluate(last, [])[0]  # in this process, as the same model and data: the same figures
     shown = capsys.readouterr().out
     assert f"checkpoint     {last}" in shown and f"test accuracy  {expected['test/acc']:.4f}" in shown
 

@@ -48,13 +48,13 @@ def test_the_users_callback_runs_beside_the_packages_own(trained):
 
 
 def test_the_checkpoint_names_the_users_net_and_loads_weights_only(trained, monkeypatch):
-    from experiments.models.classifier import Classifier
+    from experiments.models.model import Model
 
     best = best_checkpoint(trained)
     checkpoint = torch.load(best, weights_only=True)  # plain values only: the class is a dotted path
     assert checkpoint["hyper_parameters"]["net"]["_target_"] == "my_project.nets.TinyResNet"
     monkeypatch.syspath_prepend(str(EXAMPLE))
-    model = Classifier.load_from_checkpoint(best, weights_only=True)
+    model = Model.load_from_checkpoint(best, weights_only=True)
     assert type(model.net).__name__ == "TinyResNet"
     monkeypatch.delitem(sys.modules, "my_project", raising=False)
 

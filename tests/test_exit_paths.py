@@ -28,9 +28,9 @@ LAUNCHER = textwrap.dedent(
     """
     import os, sys, time
     import torch
-    import experiments.models.classifier as classifier
+    import experiments.models.model as model_module
 
-    step = classifier.Classifier.training_step
+    step = model_module.Model.training_step
     nan_at, bug_at = int(os.environ.get("NAN_AT_STEP", -1)), int(os.environ.get("BUG_AT_STEP", -1))
 
     def paced(self, batch, batch_idx):
@@ -42,7 +42,7 @@ LAUNCHER = textwrap.dedent(
         # The optimiser step that follows is step number global_step + 1: the one the NaN stop reports.
         return loss * float("nan") if self.global_step + 1 == nan_at else loss
 
-    classifier.Classifier.training_step = paced
+    model_module.Model.training_step = paced
     from experiments.commands.train import main
 
     sys.argv[0] = "experiments"

@@ -11,7 +11,7 @@ import torch
 
 from experiments.core.errors import UserError
 from experiments.data import DigitsDataModule
-from experiments.models.classifier import Classifier
+from experiments.models.model import Model
 from experiments.run.recovery import init_weights
 from tests.conftest import best_checkpoint
 
@@ -20,8 +20,8 @@ ADAMW = {"_target_": "experiments.models.optim.AdamW", "lr": 0.01}
 QUICK = ("model=mlp", "model.width=16", "model.depth=1", "logger=none", "trainer.accelerator=cpu")
 
 
-def classifier(num_classes: int = 10, net: dict = MLP) -> Classifier:
-    return Classifier({**DigitsDataModule.spec, "num_classes": num_classes}, net, ADAMW, {})
+def classifier(num_classes: int = 10, net: dict = MLP) -> Model:
+    return Model({**DigitsDataModule.spec, "num_classes": num_classes}, net, ADAMW, {})
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from experiments.data import DigitsDataModule
-from experiments.models.classifier import Classifier, prepare_net
+from experiments.models.model import Model, prepare_net
 from experiments.models.nets import build_net
 from experiments.models.optim import build_optimizer
 from experiments.reporting.callbacks import Throughput
@@ -47,7 +47,7 @@ class SlowCheckpoint(L.Callback):
             time.sleep(0.5)
 
 
-def fit_digits(module_class: type[Classifier] = Classifier, **trainer_options) -> tuple[Classifier, L.Trainer]:
+def fit_digits(module_class: type[Model] = Model, **trainer_options) -> tuple[Model, L.Trainer]:
     """A seeded run on the digits, one epoch unless told otherwise, with no logger, checkpoints or bar."""
     L.seed_everything(0, verbose=False)
     data = DigitsDataModule(batch_size=64)

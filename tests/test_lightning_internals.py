@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from experiments.core import lightning_internals as internals
 from experiments.data import DigitsDataModule
-from experiments.models.classifier import Classifier, FastClassifier
+from experiments.models.model import FastModel, Model
 from experiments.run.recovery import load_checkpoint
 
 NET = {"_target_": "experiments.models.nets.MLP", "width": 32, "depth": 1, "dropout": 0.1}
@@ -25,7 +25,7 @@ ADAMW = {"_target_": "experiments.models.optim.AdamW", "lr": 0.01, "weight_decay
 ONECYCLE = {"_target_": "experiments.models.optim.one_cycle", "pct_start": 0.3}
 
 
-def fit_digits(module_class: type[Classifier] = FastClassifier, **trainer_options) -> tuple[Classifier, L.Trainer]:
+def fit_digits(module_class: type[Model] = FastModel, **trainer_options) -> tuple[Model, L.Trainer]:
     """A seeded run on the digits, one epoch unless told otherwise, with no logger, checkpoints or bar."""
     L.seed_everything(0, verbose=False)
     data = DigitsDataModule(batch_size=64)
@@ -40,8 +40,8 @@ def fit_digits(module_class: type[Classifier] = FastClassifier, **trainer_option
 
 
 def test_the_fast_path_trains_exactly_as_plain_lightning():
-    fast, fast_trainer = fit_digits(FastClassifier)
-    plain, plain_trainer = fit_digits(Classifier)
+    fast, fast_trainer = fit_digits(FastModel)
+    plain, plain_trainer = fit_digits(Model)
     assert not fast.automatic_optimization and plain.automatic_optimization
     assert fast_trainer.global_step == plain_trainer.global_step == fast_trainer.num_training_batches
     for a, b in zip(fast.parameters(), plain.parameters(), strict=True):
@@ -51,7 +51,7 @@ def test_the_fast_path_trains_exactly_as_plain_lightning():
 
 @pytest.mark.parametrize("option", [{"gradient_clip_val": 0.5}, {"accumulate_grad_batches": 2}])
 def test_clipping_and_accumulation_are_left_to_lightning(option):
-    model, trainer = fit_digits(FastClassifier, **option)
+    model, trainer = fit_digits(FastModel, **option)
     assert model.automatic_optimization
     steps = -(-trainer.num_training_batches // option.get("accumulate_grad_batches", 1))
     assert trainer.global_step == steps
@@ -64,7 +64,7 @@ def test_checkpoints_every_n_steps_or_minutes_are_seen_and_left_to_lightning(tri
     assert not internals.saves_within_epochs(ModelCheckpoint(dirpath=tmp_path))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model, trainer = fit_digits(FastClassifier, callbacks=[checkpoint], enable_checkpointing=True)
+        model, trainer = fit_digits(FastModel, callbacks=[checkpoint], enable_checkpointing=True)
     assert model.automatic_optimization
     assert not [w for w in caught if "pre-optimization" in str(w.message)]
     assert len(list(tmp_path.glob("*.ckpt"))) >= trainer.num_training_batches // 5  # saved within the epoch
@@ -80,7 +80,7 @@ class HookNames(L.Callback):
 def test_lightning_records_the_hook_it_is_in_as_current_fx_name():
     names = HookNames()
 
-    class Recording(FastClassifier):
+    class Recording(FastModel):
         def __setattr__(self, name, value) -> None:
             if name == "_current_fx_name" and value:
                 names.seen.add(value)
@@ -101,13 +101,13 @@ def test_lightning_reads_the_training_step_signature_that_the_fast_path_keeps(mo
         return lightnings(hook, *args, **kwargs)
 
     monkeypatch.setattr(training_epoch_loop, "is_param_in_hook_signature", counted)
-    _, trainer = fit_digits(FastClassifier, limit_train_batches=4, limit_val_batches=0)
+    _, trainer = fit_digits(FastModel, limit_train_batches=4, limit_val_batches=0)
     assert read.count("training_step") >= trainer.global_step  # once a step at least: worth keeping
     kept = internals.FastPath.training_step.__signature__
-    assert inspect.signature(FastClassifier.training_step) is kept
+    assert inspect.signature(FastModel.training_step) is kept
     # What Lightning's check calls answers from the kept signature (a stand-in shows it is the one read).
     monkeypatch.setattr(internals.FastPath.training_step, "__signature__", inspect.signature(lambda self, *rest: 0))
-    assert inspect.getfullargspec(FastClassifier.training_step).varargs == "rest"
+    assert inspect.getfullargspec(FastModel.training_step).varargs == "rest"
 
 
 def test_lightning_calls_the_profiler_around_every_hook():
@@ -118,12 +118,12 @@ def test_lightning_calls_the_profiler_around_every_hook():
             calls.append(action_name)
             return super().profile(action_name)
 
-    _, trainer = fit_digits(FastClassifier, profiler=Counting(), limit_train_batches=4, limit_val_batches=0)
+    _, trainer = fit_digits(FastModel, profiler=Counting(), limit_train_batches=4, limit_val_batches=0)
     assert sum(name.endswith("on_train_batch_end") for name in calls) >= trainer.global_step  # and many more
 
 
 def test_both_modes_step_counters_are_where_the_checkpoint_keeps_them(tmp_path):
-    fit_digits(FastClassifier, enable_checkpointing=True, default_root_dir=tmp_path)
+    fit_digits(FastModel, enable_checkpointing=True, default_root_dir=tmp_path)
     (path,) = tmp_path.rglob("*.ckpt")
     checkpoint = load_checkpoint(path)
     loop = checkpoint["loops"]["fit_loop"]

@@ -9,8 +9,14 @@ import pytest
 import torch
 
 from experiments.data import DigitsDataModule
-from experiments.models.classifier import Classifier, Tally
+from experiments.models.model import Model, Tally
+from experiments.models.tasks import Classification
 from experiments.reporting.loggers.tensorboard import TensorBoard
+
+
+def classes(n: int) -> dict:
+    """The epoch metrics of a classification of n classes, as the model's tallies count them."""
+    return Classification().epoch_metrics({"num_classes": n})
 
 
 def logits_for(predictions: list[int], num_classes: int) -> torch.Tensor:
@@ -29,7 +35,7 @@ def by_hand(predictions: torch.Tensor, targets: torch.Tensor, num_classes: int) 
 
 def test_macro_f1_leaves_out_classes_never_seen_and_counts_classes_never_true_as_zero():
     # Class 3 is predicted once and never true (F1 0, counted); class 4 is neither (left out).
-    tally = Tally(num_classes=5)
+    tally = Tally(classes(5))
     tally.add(logits_for([0, 1, 1, 1], 5), torch.tensor([0, 0, 1, 1]), torch.tensor(1.0))
     tally.add(logits_for([2, 3], 5), torch.tensor([2, 2]), torch.tensor(4.0))
     metrics = tally.compute()
@@ -42,7 +48,7 @@ def test_macro_f1_leaves_out_classes_never_seen_and_counts_classes_never_true_as
 
 def test_tally_matches_the_formulas_over_uneven_batches():
     generator = torch.Generator().manual_seed(0)
-    tally = Tally(num_classes=6)
+    tally = Tally(classes(6))
     predictions, targets, weighted, samples = [], [], 0.0, 0
     for size in (7, 16, 3):
         logits = torch.randn(size, 6, generator=generator)
@@ -60,7 +66,7 @@ def test_tally_matches_the_formulas_over_uneven_batches():
 
 
 def test_each_epoch_starts_from_zero():
-    tally = Tally(num_classes=2)
+    tally = Tally(classes(2))
     tally.add(logits_for([0, 0], 2), torch.tensor([0, 0]), torch.tensor(1.0))
     tally.compute()
     tally.reset()
@@ -70,7 +76,7 @@ def test_each_epoch_starts_from_zero():
 
 
 def test_a_nan_loss_keeps_the_epoch_mean_nan():
-    tally = Tally(num_classes=2)
+    tally = Tally(classes(2))
     tally.add(logits_for([0, 1], 2), torch.tensor([0, 1]), torch.tensor(1.0))
     tally.add(logits_for([0], 2), torch.tensor([0]), torch.tensor(float("nan")))
     metrics = tally.compute()
@@ -79,19 +85,19 @@ def test_a_nan_loss_keeps_the_epoch_mean_nan():
 
 def gathering(tally: Tally, gather) -> None:
     """As if in a process group: each state of each metric goes through `gather` when computed."""
-    for metric in (tally.loss, *tally.classes.values()):
+    for metric in (tally.loss, *tally.metrics.values()):
         metric.distributed_available_fn = lambda: True
         metric.dist_sync_fn = gather
 
 
 def test_processes_sum_their_counts_before_dividing():
     # The second process's states, in the order the metrics compute and gather them.
-    theirs = Tally(num_classes=3)
+    theirs = Tally(classes(3))
     theirs.add(logits_for([2], 3), torch.tensor([0]), torch.tensor(5.0))
     recorded = []
     gathering(theirs, lambda tensor, group=None: recorded.append(tensor) or [tensor])
     assert theirs.compute()["acc"].item() == 0.0
-    ours = Tally(num_classes=3)
+    ours = Tally(classes(3))
     ours.add(logits_for([0, 1, 1], 3), torch.tensor([0, 1, 1]), torch.tensor(1.0))
     states = iter(recorded)
     gathering(ours, lambda tensor, group=None: [tensor, next(states)])
@@ -106,14 +112,14 @@ def test_processes_sum_their_counts_before_dividing():
 def test_a_tally_resumed_from_a_checkpoint_counts_as_the_uninterrupted_one():
     generator = torch.Generator().manual_seed(1)
     batches = [(torch.randn(n, 4, generator=generator), torch.randint(0, 4, (n,), generator=generator)) for n in (5, 8)]
-    whole, before = Tally(4), Tally(4)
+    whole, before = Tally(classes(4)), Tally(classes(4))
     for x, y in batches:
         whole.add(x, y, torch.nn.functional.cross_entropy(x, y))
     x, y = batches[0]
     before.add(x, y, torch.nn.functional.cross_entropy(x, y))
     saved = before.state_dict()
     assert set(saved) == {"losses", "sizes", "predictions", "targets"}  # the checkpoint's format, as before
-    resumed = Tally(4)
+    resumed = Tally(classes(4))
     resumed.load_state_dict(saved)
     x, y = batches[1]
     resumed.add(x, y, torch.nn.functional.cross_entropy(x, y))
@@ -122,7 +128,7 @@ def test_a_tally_resumed_from_a_checkpoint_counts_as_the_uninterrupted_one():
 
 
 def test_a_resumed_tally_goes_where_it_is_counted():
-    tally, saved = Tally(2), Tally(2)
+    tally, saved = Tally(classes(2)), Tally(classes(2))
     saved.add(logits_for([0, 1], 2), torch.tensor([0, 0]), torch.tensor(1.0))
     tally.to(torch.device("meta"))  # stands in for a GPU: the checkpoint's tensors load on the CPU
     tally.load_state_dict(saved.state_dict())
@@ -131,7 +137,7 @@ def test_a_resumed_tally_goes_where_it_is_counted():
 
 def test_the_metrics_add_nothing_to_the_state_dict():
     # Checkpoints of earlier runs hold the net's weights only, and load with strict key matching.
-    model = Classifier(
+    model = Model(
         DigitsDataModule.spec,
         {"_target_": "experiments.models.nets.MLP"},
         {"_target_": "experiments.models.optim.AdamW"},
@@ -140,7 +146,7 @@ def test_the_metrics_add_nothing_to_the_state_dict():
     assert set(model.state_dict()) == {f"net.{key}" for key in model.net.state_dict()}
     model.load_state_dict({f"net.{key}": value for key, value in model.net.state_dict().items()}, strict=True)
     for tally in model.tallies.values():  # non-persistent states: none even if registered as submodules
-        assert tally.classes.state_dict() == {} and tally.loss.state_dict() == {}
+        assert tally.metrics.state_dict() == {} and tally.loss.state_dict() == {}
 
 
 def test_the_confusion_matrix_counts_true_classes_in_rows_and_predictions_in_columns(tmp_path, monkeypatch):
@@ -160,7 +166,9 @@ def test_the_confusion_matrix_counts_true_classes_in_rows_and_predictions_in_col
     trainer = SimpleNamespace(
         loggers=[logger], is_global_zero=True, global_step=3, datamodule=SimpleNamespace(class_names=names)
     )
-    module = SimpleNamespace(hparams=SimpleNamespace(spec={"num_classes": 4}), device=torch.device("cpu"))
+    module = SimpleNamespace(
+        hparams=SimpleNamespace(spec={"num_classes": 4}), device=torch.device("cpu"), task=Classification()
+    )
     callback = dashboards.Dashboards()
     callback.on_test_epoch_start(trainer, module)
     batches = [([0, 1, 1, 3], [0, 0, 1, 1]), ([3, 3], [2, 3])]  # (predicted, true); class 2 never predicted
@@ -178,7 +186,7 @@ def test_the_confusion_matrix_counts_true_classes_in_rows_and_predictions_in_col
 
 
 def test_an_evaluation_in_inference_mode_leaves_counts_any_later_one_can_add_to():
-    tally = Tally(num_classes=3)
+    tally = Tally(classes(3))
     for mode in (torch.inference_mode, torch.no_grad, torch.enable_grad):  # Lightning's evaluations, training
         with mode():
             tally.add(logits_for([0, 1, 1], 3), torch.tensor([0, 1, 2]), torch.tensor(1.0))

@@ -265,7 +265,7 @@ def test_a_resumed_run_that_does_not_validate_again_reports_the_validation_befor
 
 def test_a_model_loaded_from_a_checkpoint_brings_no_old_metrics_into_a_new_fit(make_config):
     from experiments.core.build import build
-    from experiments.models.classifier import Classifier
+    from experiments.models.model import Model
     from experiments.run.task import train
 
     # Stopped mid-epoch after a validation (at step 10 of 20): the checkpoint holds validation values, and
@@ -284,7 +284,7 @@ def test_a_model_loaded_from_a_checkpoint_brings_no_old_metrics_into_a_new_fit(m
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     checkpoint = load_checkpoint(last)
     assert "val/acc" in checkpoint["callback_metrics"] and checkpoint["epoch_so_far"]["steps"] == [4, 9, 14]
-    model = Classifier.load_from_checkpoint(last, weights_only=True)
+    model = Model.load_from_checkpoint(last, weights_only=True)
     assert model.step_losses == [] and model.tallies["train"].sizes == []
     trainer = L.Trainer(
         max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False

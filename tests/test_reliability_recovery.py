@@ -35,16 +35,16 @@ LAUNCHER = textwrap.dedent(
     """
     import io, os, sys, time
     import torch
-    import experiments.models.classifier as classifier
+    import experiments.models.model as model_module
 
-    step = classifier.Classifier.training_step
+    step = model_module.Model.training_step
 
     def paced(self, batch, batch_idx):
         time.sleep(0.02)
         print(f"step {self.global_step}", flush=True)
         return step(self, batch, batch_idx)
 
-    classifier.Classifier.training_step = paced
+    model_module.Model.training_step = paced
     stall_from = int(os.environ.get("STALL_CHECKPOINT_FROM_STEP", "-1"))
     save = torch.save
 
@@ -177,17 +177,17 @@ def copy_of(run_dir: Path, tmp_path: Path) -> Path:
 
 def test_ctrl_c_saves_at_the_end_of_the_step_and_exits_130(make_config, monkeypatch):
     from experiments.core.errors import Interrupted, classify
-    from experiments.models.classifier import Classifier
+    from experiments.models.model import Model
     from experiments.run.task import train
 
-    training_step = Classifier.training_step
+    training_step = Model.training_step
 
     def ctrl_c_at_step_12(self, batch, batch_idx):
         if self.global_step == 12:
             signal.raise_signal(signal.SIGINT)
         return training_step(self, batch, batch_idx)
 
-    monkeypatch.setattr(Classifier, "training_step", ctrl_c_at_step_12)
+    monkeypatch.setattr(Model, "training_step", ctrl_c_at_step_12)
     cfg = make_config(*RUN, "logger=none")
     before = signal.getsignal(signal.SIGINT)  # Python's own handler, or SIG_IGN in a background job
     with pytest.raises(Interrupted) as stop:
@@ -231,7 +231,7 @@ def test_a_resume_whose_settings_do_not_fit_the_checkpoint_says_so_and_keeps_the
 
 def test_a_resume_that_changes_the_optimisers_parameter_groups_is_refused():
     from experiments.data import DigitsDataModule
-    from experiments.models.classifier import Classifier
+    from experiments.models.model import Model
     from experiments.models.optim import build_optimizer, check_optimizer
     from experiments.run.recovery import check_resumable
 
@@ -239,7 +239,7 @@ def test_a_resume_that_changes_the_optimisers_parameter_groups_is_refused():
         {"_target_": "experiments.models.nets.CNN", "channels": [4]},
         {"_target_": "experiments.models.optim.AdamW", "lr": 0.01},
     )
-    model = Classifier(DigitsDataModule.spec, cnn, adamw, {})
+    model = Model(DigitsDataModule.spec, cnn, adamw, {})
     optimizer = build_optimizer(model.net, adamw)
     checkpoint = {"state_dict": model.state_dict(), "optimizer_states": [optimizer.state_dict()]}
     check_resumable(checkpoint, model, check_optimizer(model.net, adamw))  # the same settings: fine

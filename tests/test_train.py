@@ -10,7 +10,7 @@ import torch
 
 from experiments.core.lightning_internals import NoProfiler
 from experiments.data import DigitsDataModule
-from experiments.models.classifier import Classifier
+from experiments.models.model import Model
 from experiments.run.task import train
 from experiments.run.trainer import pick_benchmark, pick_profiler
 from tests.conftest import best_checkpoint
@@ -106,7 +106,7 @@ def test_best_checkpoint_loads_weights_only_and_reproduces_test_accuracy(make_co
     checkpoint = torch.load(best, weights_only=True)  # no pickled code inside
     assert checkpoint["hyper_parameters"]["net"]["_target_"] == "experiments.models.nets.CNN"  # a plain string
 
-    model = Classifier.load_from_checkpoint(best, map_location="cpu").eval()
+    model = Model.load_from_checkpoint(best, map_location="cpu").eval()
     data = DigitsDataModule(seed=cfg.seed)
     data.setup()
     correct = 0
@@ -148,6 +148,6 @@ def test_runs_profile_nothing_at_next_to_no_cost_unless_asked(make_config):
     assert pick_profiler(make_config("debug=profiler")) == "simple"
     profiler = NoProfiler()
     # One shared context for every hook call, where Lightning's default builds a new one each time.
-    assert profiler.profile("run_training_batch") is profiler.profile("[LightningModule]Classifier.training_step")
-    with profiler.profile("run_training_batch"), profiler.profile("[LightningModule]Classifier.training_step"):
+    assert profiler.profile("run_training_batch") is profiler.profile("[LightningModule]Model.training_step")
+    with profiler.profile("run_training_batch"), profiler.profile("[LightningModule]Model.training_step"):
         pass  # and it nests, as Lightning's hook calls do

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from experiments.core.rules import integer, require
+from experiments.data.contract import output_size
 
 
 class Block(nn.Module):
@@ -35,7 +36,7 @@ class TinyResNet(nn.Module):
             nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
         )
         self.blocks = nn.Sequential(*(Block(width) for _ in range(blocks)))
-        self.head = nn.Linear(width, spec["num_classes"])
+        self.head = nn.Linear(width, output_size(spec))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(self.stem(x)).mean(dim=(2, 3)))

@@ -20,12 +20,18 @@ from pathlib import Path
 from experiments.core.errors import exit_for
 
 
-def evaluate(path: Path, overrides: list[str]) -> dict[str, float]:
+def evaluate(path: Path, overrides: list[str]) -> tuple[dict[str, float], Path, str]:
+    """(the test metrics, the checkpoint, the summary's lines) of the run at `path`."""
     from experiments.run.finished import evaluation_trainer, load
+    from experiments.run.task import headline
 
     cfg, datamodule, model, checkpoint = load(path, overrides)
     results = evaluation_trainer(cfg).test(model, datamodule=datamodule, verbose=False)
-    return {"checkpoint": str(checkpoint), **{k: float(v) for k, v in results[0].items()}}
+    metrics = {k: float(v) for k, v in results[0].items()}
+    shown = {"test/loss", f"test/{model.task.headline[0]}"}
+    others = (f"{key.removeprefix('test/')} {value:.4f}" for key, value in metrics.items() if key not in shown)
+    summary = "   ".join([headline(metrics, "test", model.task), *others]) + f"\ncheckpoint     {checkpoint}"
+    return metrics, checkpoint, summary
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,8 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra's errors reach `describe` whole
     logging.basicConfig(level=logging.WARNING, format="%(message)s")  # the figures below, not Lightning's setup lines
     try:
-        result = evaluate(args.path, args.overrides)
+        summary = evaluate(args.path, args.overrides)[2]
     except (Exception, KeyboardInterrupt) as error:
         exit_for(error)
-    print(f"test accuracy  {result['test/acc']:.4f}   test loss {result['test/loss']:.4f}   f1 {result['test/f1']:.4f}")
-    print(f"checkpoint     {result['checkpoint']}")
+    print(summary)

@@ -27,7 +27,7 @@ from lightning.pytorch.profilers import PassThroughProfiler
 class FastPath:
     """A LightningModule's training step without Lightning's per-step bookkeeping, where it is not needed.
 
-    Mixed in before the module's class (`class FastClassifier(FastPath, Classifier)`); the module's own
+    Mixed in before the module's class (`class FastModel(FastPath, Model)`); the module's own
     `training_step` computes and returns the loss, as under Lightning's automatic optimisation.
     """
 

@@ -5,13 +5,16 @@ from experiments.data.digits import DigitsDataModule
 from experiments.data.image_folder import ImageFolderDataModule
 from experiments.data.imdb import IMDBDataModule
 from experiments.data.mnist import MNISTDataModule
+from experiments.data.table import BundledTableDataModule, TableCSVDataModule
 from experiments.data.text_csv import TextCSVDataModule
 
 __all__ = [
+    "BundledTableDataModule",
     "CIFAR10DataModule",
     "DigitsDataModule",
     "IMDBDataModule",
     "ImageFolderDataModule",
     "MNISTDataModule",
+    "TableCSVDataModule",
     "TextCSVDataModule",
 ]

@@ -5,7 +5,8 @@ Required:
 - `spec`, a `DataSpec`, readable right after construction: the net is built from it before any data is read.
 - `train_dataloader`, `val_dataloader`, `test_dataloader`: batches of `(inputs, labels)`, the inputs as the spec
   says once on the device (Lightning's `on_after_batch_transfer` may convert them there): float images
-  (B, C, H, W) or integer token ids (B, L), right-padded with the spec's `pad_index`.
+  (B, C, H, W), integer token ids (B, L), right-padded with the spec's `pad_index`, or float table rows
+  (B, features); the labels class ids (long) or, for a regression, the numbers (float).
 
 Optional, each used where it is there (the functions below read them, with a fallback):
 - `class_names`: the name of each class id; dashboards and predictions show them instead of the ids.
@@ -14,6 +15,9 @@ Optional, each used where it is there (the functions below read them, with a fal
 - `training_tensors() -> (inputs, labels)`: the whole training split, for nets that fit something to it
   before training (the naive-Bayes feature weights of the text MLP).
 - `vocabulary`: the token of each id, so that dashboards show misclassified texts as words.
+- `state_dict()` / `load_state_dict(state)` (Lightning's own hooks): what the data module learnt from its
+  training data (a table's column statistics); saved in every checkpoint and loaded back for predictions, so
+  new inputs are read exactly as the training inputs were, without the training data.
 """
 
 from __future__ import annotations
@@ -28,12 +32,22 @@ from experiments.core.errors import UserError
 class DataSpec(TypedDict, total=False):
     """What a net needs to know of its data, as plain values: it is kept in every checkpoint."""
 
-    kind: Literal["image", "text"]
-    num_classes: int
+    kind: Literal["image", "text", "table"]
+    task: str  # what the labels are: "classification" (the default) or "regression" (models/tasks.py)
+    num_classes: int  # classification
     shape: list[int]  # images: [channels, height, width]
     vocab_size: int  # texts: every token id is below it
     pad_index: int  # texts: the id that pads rows on the right
     seq_len: int  # texts: tokens per row
+    features: int  # tables: numbers per row, once encoded
+    target_mean: float  # regression: the training labels' mean and standard deviation
+    target_std: float
+    outputs: int  # set by the model, not the data: the width of the net's last layer (output_size)
+
+
+def output_size(spec: dict) -> int:
+    """The width of a net's last layer: what the model's task asks for (`outputs`), else one per class."""
+    return spec.get("outputs") or spec["num_classes"]
 
 
 def class_names(datamodule, num_classes: int) -> list[str]:

@@ -234,14 +234,14 @@ class InMemoryDataModule(L.LightningDataModule):
         x, y = batch
         if self.spec["kind"] == "image":
             x = self.normalize(x)
-            if self.trainer is not None:
-                if self.trainer.training:
-                    x = self.augment(x)
-                # bf16-true, 16-true, 64-true: the float inputs the weights expect (Lightning's call saw uint8)
-                x = self.trainer.precision_plugin.convert_input(x)
-        else:
-            x = x.long()
-        return x, y.long()
+            if self.trainer is not None and self.trainer.training:
+                x = self.augment(x)
+        elif self.spec["kind"] == "text":
+            return x.long(), y.long()
+        if self.trainer is not None:
+            # bf16-true, 16-true, 64-true: the float inputs the weights expect (Lightning's call saw uint8)
+            x = self.trainer.precision_plugin.convert_input(x)
+        return x, y if y.is_floating_point() else y.long()  # a regression's numbers, or class ids
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """(x - mean) / std per channel, as x * (1 / std) + (-mean / std) in place on the new float copy.

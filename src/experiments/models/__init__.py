@@ -1,1 +1,1 @@
-"""The one `Classifier` LightningModule (classifier.py), its optimisers (optim.py) and the plain nets (nets/)."""
+"""The one LightningModule (model.py), the tasks it learns (tasks.py), its optimisers (optim.py), the nets (nets/)."""

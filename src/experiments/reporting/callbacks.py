@@ -79,7 +79,7 @@ class Throughput(L.Callback):
 class ProgressBar(RichProgressBar):
     """Rich's live bars on a terminal; elsewhere (CI, SLURM or piped logs) one plain line per epoch instead."""
 
-    SHOWN = ("train/loss", "train/acc", "val/loss", "val/acc")
+    SHOWN = ("loss",)  # and the task's headline metric (accuracy, RMSE), for training and validation
 
     def __init__(self, refresh_rate: int = 10) -> None:
         super().__init__(refresh_rate=refresh_rate)
@@ -96,7 +96,10 @@ class ProgressBar(RichProgressBar):
         super().on_train_epoch_end(trainer, pl_module)
         if self.plain and trainer.is_global_zero:
             metrics = trainer.callback_metrics
-            shown = [f"{key} {float(metrics[key]):.4f}" for key in self.SHOWN if key in metrics]
+            task = getattr(pl_module, "task", None)
+            names = (*self.SHOWN, task.headline[0]) if task is not None else self.SHOWN
+            keys = [f"{stage}/{name}" for stage in ("train", "val") for name in names]
+            shown = [f"{key} {float(metrics[key]):.4f}" for key in keys if key in metrics]
             seconds = time.perf_counter() - self._epoch_started
             print(
                 f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {'  '.join(shown)}  ({seconds:.1f} s)",

@@ -1,15 +1,16 @@
-"""Dashboards beyond the curves: the HParams table of a run, confusion matrices, misclassified examples.
+"""Dashboards beyond the curves: the HParams table of a run, and the figures of its evaluations.
 
-The curves (loss, accuracy, macro-F1, learning rate, samples/s) are logged where they arise; this
+The curves (loss, the task's metrics, learning rate, samples/s) are logged where they arise; this
 callback adds what a user looks at to judge a run or compare a sweep's runs:
-- after each validation and after the test, a confusion-matrix image and the misclassified examples:
-  a grid of images with their true and predicted labels, or a table of reviews for text;
+- after each validation and after the test, the figures of the task: for classes, a confusion-matrix image and
+  the misclassified examples (a grid of images with their true and predicted labels, or a table of reviews for
+  text); for numbers, the predicted values against the true ones and a histogram of the residuals;
 - at the end, the run's hyperparameters with its final metrics in TensorBoard's HParams dashboard, so the
   runs of a sweep line up in one table (`tensorboard --logdir <sweep dir>`, HPARAMS tab).
 Each figure is drawn once and handed to every logger that takes figures (`add_figure`, `add_table`): TensorBoard,
 MLflow (as PNG files of the run) and W&B (as images and tables); see reporting/loggers/.
 
-Costs nothing per training step: validation and test steps hand over their logits, and the confusion
+Costs nothing per training step: validation and test steps hand over their outputs, and the confusion
 matrix is counted on the device (torchmetrics), once per drawn evaluation, when the host reads it.
 """
 
@@ -23,6 +24,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from experiments.core.run_dir import final_objective
 from experiments.data.contract import class_names
+from experiments.models.tasks import Classification, Regression
 from experiments.reporting.loggers.base import figure_loggers, run_loggers
 
 KEPT = 512  # examples per evaluation kept to pick misclassified ones from (the first batches')
@@ -43,6 +45,7 @@ class Dashboards(L.Callback):
         # Drawing takes a few tenths of a second: on every epoch it would double a short run's time.
         self.images_every_n_epochs = images_every_n_epochs
         self.test = test  # the HParams entry is written after the test when there is one, else after fit
+        self._drawn: Classification | Regression | None = None  # the task of an evaluation being drawn
         self._confusion: MulticlassConfusionMatrix | None = None
         self._labels: list[tuple[torch.Tensor, torch.Tensor]] = []  # (predicted, true) per batch
         self._kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -50,8 +53,11 @@ class Dashboards(L.Callback):
 
     # Counting, on the device, during the validations that will be drawn and the test.
     def _start(self, trainer: L.Trainer, pl_module: L.LightningModule, draws: bool) -> None:
-        self._confusion, self._labels, self._kept = None, [], []  # `_count` skips an evaluation nobody draws
-        if draws and figure_loggers(trainer.loggers):
+        self._drawn, self._confusion, self._labels, self._kept = None, None, [], []  # nobody draws: not counted
+        task = getattr(pl_module, "task", None)
+        if draws and figure_loggers(trainer.loggers) and isinstance(task, Classification | Regression):
+            self._drawn = task  # (a task of a user's own has no figures here)
+        if isinstance(self._drawn, Classification):
             # Without argument checks, which would read the labels back to the host. Only the first process
             # draws, from its own batches: a synchronisation would wait for the others, which never compute.
             n = pl_module.hparams.spec["num_classes"]
@@ -63,15 +69,15 @@ class Dashboards(L.Callback):
         last = epoch == trainer.max_epochs
         return not trainer.sanity_checking and (last or epoch % self.images_every_n_epochs == 0)
 
-    def _count(self, logits, batch) -> None:
-        if logits is None or self._confusion is None:
+    def _count(self, outputs, batch) -> None:
+        if outputs is None or self._drawn is None:
             return
         x, y = batch
         # Counted once, when drawn: torchmetrics counts with bincount, whose CUDA kernel reads the labels'
         # range back to the host at every call.
-        self._labels.append((logits.argmax(dim=1), y))
-        if sum(len(k[1]) for k in self._kept) < KEPT:
-            self._kept.append((x.detach(), y, logits.detach().softmax(dim=1)))
+        self._labels.append((self._drawn.kept(outputs.detach()), y))
+        if self._confusion is not None and sum(len(k[1]) for k in self._kept) < KEPT:
+            self._kept.append((x.detach(), y, outputs.detach().softmax(dim=1)))
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._start(trainer, pl_module, draws=self._draws_validation(trainer))
@@ -94,10 +100,16 @@ class Dashboards(L.Callback):
     # Drawing, once per evaluation.
     def _draw(self, trainer: L.Trainer, stage: str) -> None:
         destinations = figure_loggers(trainer.loggers)
-        if not destinations or self._confusion is None or not trainer.is_global_zero:
+        if not destinations or self._drawn is None or not trainer.is_global_zero:
+            return
+        step = trainer.global_step
+        if self._confusion is None:  # a regression: numbers, not classes
+            if not self._labels:
+                return
+            predicted, true = (torch.cat(parts).float().cpu() for parts in zip(*self._labels, strict=True))
+            self._hand_over(destinations, regression_figures(predicted, true, stage), {}, step)
             return
         names = class_names(trainer.datamodule, self._confusion.num_classes)
-        step = trainer.global_step
         if self._labels:
             self._confusion.update(*(torch.cat(parts) for parts in zip(*self._labels, strict=True)))
         confusion = self._confusion.compute().cpu()
@@ -111,6 +123,10 @@ class Dashboards(L.Callback):
                 figures[f"{stage}/misclassified"] = examples_figure(x, y, probabilities, names)
             elif len(wrong) and hasattr(trainer.datamodule, "vocabulary"):  # token ids: a table of the reviews
                 tables[f"{stage}/misclassified"] = reviews_table(x, y, probabilities, names, trainer.datamodule)
+        self._hand_over(destinations, figures, tables, step)
+
+    @staticmethod
+    def _hand_over(destinations: list, figures: dict, tables: dict, step: int) -> None:
         for logger in destinations:
             for tag, figure in figures.items():
                 logger.add_figure(tag, figure, step)
@@ -156,7 +172,9 @@ def run_hparams(trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
                 hparams[prefix] = value.rsplit(".", 1)[-1]
             elif key != "_partial_":  # (in the configs of runs written before it was dropped)
                 hparams[f"{prefix}.{key}"] = value
-    hparams["label_smoothing"] = pl_module.hparams.label_smoothing
+    task = pl_module.hparams.get("task") or {"label_smoothing": pl_module.hparams.label_smoothing}
+    hparams["task"] = pl_module.task.name
+    hparams.update({f"task.{key}": value for key, value in task.items() if key != "_target_"})
     hparams["trainer.max_epochs"] = trainer.max_epochs
     return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in hparams.items()}
 
@@ -168,6 +186,24 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def regression_figures(predicted: torch.Tensor, true: torch.Tensor, stage: str) -> dict:
+    """A regression's evaluation: the predicted values against the true ones (on the diagonal when right), and
+    the histogram of the residuals (predicted - true)."""
+    plt = _pyplot()
+    scatter, axes = plt.subplots(figsize=(4.2, 4), layout="constrained")
+    axes.scatter(true.numpy(), predicted.numpy(), s=8, alpha=0.6)
+    low, high = float(torch.minimum(true.min(), predicted.min())), float(torch.maximum(true.max(), predicted.max()))
+    axes.plot([low, high], [low, high], color="grey", linewidth=1)
+    axes.set_xlabel("true")
+    axes.set_ylabel("predicted")
+    residuals, axes = plt.subplots(figsize=(4.2, 3), layout="constrained")
+    axes.hist((predicted - true).numpy(), bins=30)
+    axes.axvline(0, color="grey", linewidth=1)
+    axes.set_xlabel("residual (predicted - true)")
+    axes.set_ylabel("examples")
+    return {f"{stage}/predicted_vs_true": scatter, f"{stage}/residuals": residuals}
 
 
 def confusion_figure(confusion: torch.Tensor, names: list[str]):

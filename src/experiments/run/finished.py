@@ -47,23 +47,34 @@ def run_config(run: RunDir, overrides: list[str]) -> DictConfig:
     return OmegaConf.merge(cfg, OmegaConf.from_dotlist(values))
 
 
-def load_model(checkpoint: Path):
-    """The Classifier in a checkpoint: rebuilt from the hyperparameters inside it (plain values only, read
-    weights-only; a bad file is one line), its net's class imported by its dotted path."""
-    from experiments.models.classifier import Classifier
+def load_model(checkpoint: Path, state: dict | None = None):
+    """The Model in a checkpoint: rebuilt from the hyperparameters inside it (plain values only, read
+    weights-only; a bad file is one line), its net's and its task's classes imported by their dotted paths."""
+    from experiments.models.model import Model
     from experiments.run.recovery import load_checkpoint
 
-    state = load_checkpoint(checkpoint, map_location="cpu")
-    model = Classifier(**state["hyper_parameters"])
+    state = state or load_checkpoint(checkpoint, map_location="cpu")
+    model = Model(**state["hyper_parameters"])
     model.load_state_dict(state["state_dict"])
     return model.eval()
 
 
 def load(path: Path, overrides: list[str]):
-    """(config, data module, model, checkpoint) of the run at `path`, as it was trained, with `overrides`."""
+    """(config, data module, model, checkpoint) of the run at `path`, as it was trained, with `overrides`.
+
+    What the data module learnt from its training data and saved in the checkpoint (Lightning's
+    `LightningDataModule.state_dict`, under the module's class name: a table's column statistics) is put back,
+    so that new inputs are read as the training inputs were."""
+    from experiments.run.recovery import load_checkpoint
+
     run, checkpoint = find_run(path)
     cfg = run_config(run, overrides)
-    return cfg, build_data(cfg), load_model(checkpoint), checkpoint
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    datamodule = build_data(cfg)
+    learnt = state.get(type(datamodule).__qualname__)
+    if learnt:
+        datamodule.load_state_dict(learnt)
+    return cfg, datamodule, load_model(checkpoint, state), checkpoint
 
 
 def build_data(cfg: DictConfig):

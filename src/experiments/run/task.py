@@ -102,7 +102,7 @@ def train(cfg: DictConfig) -> float:
         output_dir = Path(cfg.paths.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)  # absent when neither checkpoints nor a logger wrote there
         metrics.write(RunDir(output_dir).metrics_file)
-        print_summary(metrics, output_dir, trainer.loggers)
+        print_summary(metrics, output_dir, trainer.loggers, model.task)
         for logger in run_loggers(trainer.loggers):
             logger.store_run_files(output_dir, cfg)
             logger.finish()
@@ -110,27 +110,39 @@ def train(cfg: DictConfig) -> float:
 
 
 def build_model(cfg: DictConfig, spec: dict, also_logged: Iterable[str] = ()):
-    """The run's LightningModule for data described by `spec`, its net built, and the number of parameter groups
-    its optimiser will have. The objective, the optimiser and the schedule are checked here, before anything is
-    written, without building the optimiser or the schedule: Lightning has the module build them, once, when
-    it fits (`configure_optimizers`)."""
-    from experiments.models.classifier import Classifier, FastClassifier, check_objective
+    """The run's LightningModule for data described by `spec`, its net built for the task the data's labels ask
+    for, and the number of parameter groups its optimiser will have. The objective, the optimiser and the
+    schedule are checked here, before anything is written, without building the optimiser or the schedule:
+    Lightning has the module build them, once, when it fits (`configure_optimizers`)."""
+    from experiments.models.model import FastModel, Model, check_objective
     from experiments.models.optim import check_optimizer, check_scheduler
+    from experiments.models.tasks import check_task_settings, task_of
 
-    check_objective(cfg.objective, also_logged)
-    model_class = FastClassifier if cfg.get("fast_path", True) else Classifier
+    model_class = FastModel if cfg.get("fast_path", True) else Model
     model = model_class(
         spec=spec,
         net=plain(cfg.model),
         optimizer=plain(cfg.optimizer),
         scheduler=plain(cfg.scheduler),
-        label_smoothing=cfg.label_smoothing,
         compile=cfg.compile,
         cuda_graphs=cfg.cuda_graphs,
+        task=task_settings(cfg, task_of(spec)),
     )
+    check_task_settings(model.task, cfg.label_smoothing)
+    check_objective(cfg.objective, model.task, also_logged)
     optimizer_groups = check_optimizer(model.net, model.hparams.optimizer)
     check_scheduler(model.hparams.scheduler)
     return model, optimizer_groups
+
+
+def task_settings(cfg: DictConfig, task: str) -> dict:
+    """The `tasks` entry of the task the data asks for: its class and settings (the objective is the run's)."""
+    from experiments.core.errors import UserError
+
+    tasks = plain(cfg.tasks) if "tasks" in cfg else {}
+    if task not in tasks:
+        raise UserError(f"the data's labels are for {task}, and the config has no tasks.{task} to learn it")
+    return {key: value for key, value in tasks[task].items() if key not in ("objective", "objective_mode")}
 
 
 def plain(node: DictConfig) -> dict:
@@ -138,13 +150,13 @@ def plain(node: DictConfig) -> dict:
     return OmegaConf.to_container(node, resolve=True)
 
 
-def print_summary(metrics: Metrics, output_dir: Path, loggers: list) -> None:
+def print_summary(metrics: Metrics, output_dir: Path, loggers: list, task) -> None:
     test, objective = metrics.test, metrics.objective
     best = RunDir(output_dir).resolve(metrics.best_checkpoint) if metrics.best_checkpoint else "(none saved)"
     viewers = (logger.viewer_command(output_dir) for logger in run_loggers(loggers))
     lines = []
     if test:
-        lines.append(f"test accuracy  {test['test/acc']:.4f}   test loss {test['test/loss']:.4f}")
+        lines.append(headline(test, "test", task))
     lines += [
         f"best {objective.metric:<9} {objective.value:.4f}   after {metrics.epochs} epochs",
         f"time           {metrics.wall_seconds:.1f} s"
@@ -154,3 +166,9 @@ def print_summary(metrics: Metrics, output_dir: Path, loggers: list) -> None:
         *(f"dashboard      {command}" for command in viewers if command),
     ]
     log.info("\n".join(lines))  # to the console and the run's train.log
+
+
+def headline(metrics: dict[str, float], stage: str, task) -> str:
+    """The first line of a summary: the task's headline metric and the loss, e.g. `test accuracy  0.9926 ...`."""
+    metric, name = task.headline
+    return f"{stage} {name:<9} {metrics[f'{stage}/{metric}']:.4f}   {stage} loss {metrics[f'{stage}/loss']:.4f}"

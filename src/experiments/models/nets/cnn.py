@@ -9,7 +9,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from experiments.core.rules import boolean, integer, number, one_of, positive_integers, require
-from experiments.models.nets.blocks import ACTIVATIONS, make_activation
+from experiments.data.contract import output_size
+from experiments.models.nets.blocks import ACTIVATIONS, make_activation, refuse_tables
 
 
 class CNN(nn.Module):
@@ -45,6 +46,7 @@ class CNN(nn.Module):
             dropout=(dropout, number(0.0, 1.0)),
             embedding_dim=(embedding_dim, integer(1)),
         )
+        refuse_tables(spec, "cnn")
         self.is_text = spec["kind"] == "text"
         if self.is_text:
             self.embed = nn.Embedding(spec["vocab_size"], embedding_dim, padding_idx=spec["pad_index"])
@@ -69,7 +71,7 @@ class CNN(nn.Module):
                 self.halvings += 1
         self.features = nn.Sequential(*layers)
         head_width = 2 * in_channels if self.is_text else in_channels * math.prod(size)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(head_width, spec["num_classes"]))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(head_width, output_size(spec)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.is_text:

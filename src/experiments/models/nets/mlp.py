@@ -9,6 +9,7 @@ from torch import nn
 
 from experiments.core.errors import UserError
 from experiments.core.rules import boolean, integer, number, one_of, require
+from experiments.data.contract import output_size
 from experiments.models.nets.blocks import ACTIVATIONS, make_activation
 
 POOLINGS = ("mean", "l2")
@@ -131,6 +132,9 @@ class MLP(nn.Module):
         if spec["kind"] == "image":
             self.encode: nn.Module = nn.Flatten()
             features = math.prod(spec["shape"])
+        elif spec["kind"] == "table":  # already numbers: standardised columns and one-hot categories
+            self.encode = nn.Identity()
+            features = spec["features"]
         else:
             self.encode = BagOfEmbeddings(
                 spec["vocab_size"],
@@ -144,13 +148,13 @@ class MLP(nn.Module):
                 sparse,
             )
             features = embedding_dim
-        # Sets the naive-Bayes weights from the whole training split before the first step (Classifier.on_fit_start).
+        # Sets the naive-Bayes weights from the whole training split before the first step (Model.on_fit_start).
         self.fit_to_training_data = self.encode.fit_to_training_data if naive_bayes and spec["kind"] == "text" else None
         layers: list[nn.Module] = []
         for _ in range(depth):
             layers += [nn.Linear(features, width), make_activation(activation), nn.Dropout(dropout)]
             features = width
-        layers.append(nn.Linear(features, spec["num_classes"]))
+        layers.append(nn.Linear(features, output_size(spec)))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

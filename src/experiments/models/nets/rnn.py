@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from experiments.core.rules import boolean, integer, number, one_of, require
-from experiments.models.nets.blocks import token_lengths
+from experiments.data.contract import output_size
+from experiments.models.nets.blocks import refuse_tables, token_lengths
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 POOLINGS = ("last", "max")
@@ -51,6 +52,7 @@ class RNN(nn.Module):
             embedding_dim=(embedding_dim, integer(1)),
             pooling=(pooling, one_of(*POOLINGS)),
         )
+        refuse_tables(spec, "rnn")
         self.is_text, self.pooling = spec["kind"] == "text", pooling
         if self.is_text:
             self.pad_index = spec["pad_index"]
@@ -67,7 +69,7 @@ class RNN(nn.Module):
             )
             input_size = hidden_size * directions
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(input_size, spec["num_classes"])
+        self.head = nn.Linear(input_size, output_size(spec))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_text:

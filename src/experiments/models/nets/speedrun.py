@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from experiments.core.errors import UserError
 from experiments.core.rules import boolean, number, positive_integers, require
+from experiments.data.contract import output_size
 
 
 def dirac_init(conv: nn.Conv2d) -> None:
@@ -83,7 +84,9 @@ class SpeedrunNet(nn.Module):
             tta=(tta, boolean),
         )
         if spec["kind"] != "image":
-            raise UserError("model=speedrun is a net for images; choose model=mlp, cnn or rnn for text")
+            raise UserError(
+                f"model=speedrun is a net for images; choose model=mlp for a {spec['kind']} (or cnn, rnn for text)"
+            )
         channels = spec["shape"][0]
         patch = channels * 2 * 2
         self.whiten = nn.Conv2d(channels, 2 * patch, kernel_size=2, bias=True)
@@ -98,7 +101,7 @@ class SpeedrunNet(nn.Module):
             groups.append(ConvGroup(width, out, bn_momentum, pool=size >= 2))  # small images keep 1 pixel
             width, size = out, max(size // 2, 1)
         self.groups = nn.Sequential(*groups)
-        self.head = nn.Linear(width, spec["num_classes"], bias=False)
+        self.head = nn.Linear(width, output_size(spec), bias=False)
         self.logit_scale, self.tta = logit_scale, tta
 
     @torch.no_grad()

@@ -1,14 +1,14 @@
-"""The one LightningModule: any net from `nets/`, cross-entropy, accuracy and macro-F1, optimiser and schedule.
+"""The one LightningModule: any net from `nets/` learning the data's task (tasks.py), with its optimiser and schedule.
 
 Its hyperparameters are plain values (dicts, lists, numbers, strings), so checkpoints load with
-torch's default `weights_only=True`, and `Classifier.load_from_checkpoint(path)` rebuilds the net.
+torch's default `weights_only=True`, and `Model.load_from_checkpoint(path)` rebuilds the net and the task.
 
-A training step does the step and nothing else: its loss and predictions stay on the device in a
-`Tally`, which torchmetrics counts once, at the epoch's end (no host-device sync per step). Every
+A training step does the step and nothing else: its loss and what the task keeps of its outputs stay on the
+device in a `Tally`, which torchmetrics counts once, at the epoch's end (no host-device sync per step). Every
 `log_every_n_steps`-th step loss goes to the loggers then too, as `train/loss_step`.
 
-`Classifier` is plain Lightning. `FastClassifier`, what runs train with by default (`fast_path: true`), takes
-the optimiser step itself where Lightning's automatic optimisation is not needed: core/lightning_internals.py.
+`Model` is plain Lightning. `FastModel`, what runs train with by default (`fast_path: true`), takes the
+optimiser step itself where Lightning's automatic optimisation is not needed: core/lightning_internals.py.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import torch
 from lightning.pytorch.plugins import MixedPrecision
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
-from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics import MeanMetric, Metric, MetricCollection
 
+from experiments.core.build import build
 from experiments.core.errors import UserError
 from experiments.core.lightning_internals import FastPath, count_steps_in_both_modes
 from experiments.core.rules import one_of
@@ -30,51 +30,53 @@ from experiments.data.contract import training_tensors
 from experiments.models.graphs import GraphedTraining, graphed_training_for
 from experiments.models.nets import build_net
 from experiments.models.optim import build_optimizer, build_scheduler
+from experiments.models.tasks import Task, task_of
 
 # Lightning's two in-memory copies of the values logged so far, which a checkpoint keeps for a resumed run:
 # what callbacks and metrics.json read, and what the live progress bar shows.
 LOGGED = ("callback_metrics", "progress_bar_metrics")
 
-# What the module logs at each stage's epoch end, as "<stage>/<metric>": a Tally's loss, accuracy and macro-F1.
-METRICS = ("loss", "acc", "f1")
-
-# What a run may select on (checkpoints, early stopping, sweeps): what the module logs while it fits, validation
-# and training metrics (the test comes after the fit).
-OBJECTIVES = tuple(f"{stage}/{metric}" for stage in ("val", "train") for metric in METRICS)
+# The task of checkpoints written before tasks: a classifier, its label smoothing a hyperparameter of its own.
+CLASSIFIER = {"_target_": "experiments.models.tasks.Classification"}
 
 
-def check_objective(objective: str, also_logged: Iterable[str] = ()) -> None:
-    """The run's objective is one of OBJECTIVES, or a metric one of its callbacks says it logs (`also_logged`):
+def build_task(config: dict, spec: dict) -> Task:
+    """The task a `tasks` entry names, for data described by `spec`, which must give the labels it learns."""
+    task = build(config, "tasks", Task)
+    if task.name != task_of(spec):
+        raise UserError(f"the model learns {task.name}, but the data's labels are for {task_of(spec)}")
+    task.prepare(spec)
+    return task
+
+
+def objectives(task: Task) -> tuple[str, ...]:
+    """What a run may select on (checkpoints, early stopping, sweeps): what the module logs while it fits,
+    validation and training metrics (the test comes after the fit)."""
+    return tuple(f"{stage}/{metric}" for stage in ("val", "train") for metric in ("loss", *task.metrics))
+
+
+def check_objective(objective: str, task: Task, also_logged: Iterable[str] = ()) -> None:
+    """The run's objective is one the task logs, or a metric one of its callbacks says it logs (`also_logged`):
     one line at start, not an error after the first validation, when the run has written its first files."""
-    allowed = one_of(*OBJECTIVES, *also_logged)(objective)
+    allowed = one_of(*objectives(task), *also_logged)(objective)
     if allowed is not None:
         raise UserError(f"objective={objective!r} is not allowed: it must be {allowed}")
 
 
 class Tally:
-    """One stage's losses and predictions over an epoch, on their device; counted by torchmetrics once, at the
-    epoch's end, and summed over the processes by its synchronisation."""
+    """One stage's losses and what the task keeps of its outputs over an epoch, on their device; counted by the
+    task's torchmetrics once, at the epoch's end, and summed over the processes by their synchronisation."""
 
-    def __init__(self, num_classes: int) -> None:
-        # No argument checks: the inputs are the module's own predictions and the data's targets, and checking
-        # them would read them back to the host. torchmetrics' macro average (since 1.0) leaves out a class absent
-        # from both targets and predictions (an F1 of 0/0) and counts one predicted but never true, or true but
-        # never predicted, as 0, as scikit-learn's `f1_score(average="macro")` does: the mean over the classes
-        # seen in either, with no setting to choose.
-        self.classes = MetricCollection(
-            {
-                "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
-                "f1": MulticlassF1Score(num_classes, average="macro", validate_args=False),
-            },
-            compute_groups=False,  # micro and macro averages keep different counts: nothing to share, only to check
-        )
+    def __init__(self, metrics: dict[str, Metric]) -> None:
+        # Different counts for each (micro and macro averages, squared and absolute errors): nothing to share.
+        self.metrics = MetricCollection(metrics, compute_groups=False)
         # A NaN loss keeps the epoch's mean NaN, as a diverged run should show (torchmetrics would drop it).
         self.loss = MeanMetric(nan_strategy=float("nan"))
         self.reset()
 
     def to(self, device: torch.device) -> None:
         """Counts on `device`, where the steps leave their tensors (and where a resumed epoch's tally goes)."""
-        self.classes.to(device)
+        self.metrics.to(device)
         self.loss.to(device)
 
     def reset(self) -> None:
@@ -83,10 +85,10 @@ class Tally:
         self.predictions: list[torch.Tensor] = []
         self.targets: list[torch.Tensor] = []
 
-    def add(self, logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor) -> None:
+    def add(self, kept: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor) -> None:
         self.losses.append(loss.detach())
         self.sizes.append(len(targets))
-        self.predictions.append(logits.detach().argmax(dim=1))
+        self.predictions.append(kept)
         self.targets.append(targets)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -109,16 +111,16 @@ class Tally:
             self.predictions, self.targets = [state["predictions"].to(device)], [state["targets"].to(device)]
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """Mean loss (weighted by batch size), accuracy and macro-F1, the same on every process."""
+        """Mean loss (weighted by batch size) and the task's metrics, the same on every process."""
         targets = torch.cat(self.targets)
-        self.classes.update(torch.cat(self.predictions), targets)
+        self.metrics.update(torch.cat(self.predictions), targets)
         sizes = torch.tensor(self.sizes, dtype=torch.float32, device=targets.device)
         self.loss.update(torch.stack(self.losses), sizes)
-        values = {"loss": self.loss.compute(), **self.classes.compute()}
+        values = {"loss": self.loss.compute(), **self.metrics.compute()}
         # Zeroed outside an evaluation's inference mode, whose tensors nothing outside it may add to: the
         # same module evaluated by a Trainer with `inference_mode=False` would fail on its first epoch.
         with torch.inference_mode(False):
-            self.classes.reset()
+            self.metrics.reset()
             self.loss.reset()
         return values
 
@@ -133,7 +135,7 @@ def prepare_net(net: nn.Module, device: torch.device, compile: bool) -> None:
         net.compile()
 
 
-class Classifier(L.LightningModule):
+class Model(L.LightningModule):
     def __init__(
         self,
         spec: dict,
@@ -143,12 +145,14 @@ class Classifier(L.LightningModule):
         label_smoothing: float = 0.0,
         compile: bool = False,
         cuda_graphs: bool = False,
+        task: dict | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False)  # the loggers get the whole composed config (reporting/tracking.py)
-        self.net = build_net(net, spec)
-        self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self.tallies = {stage: Tally(spec["num_classes"]) for stage in ("train", "val", "test")}
+        self.save_hyperparameters(logger=False)  # the loggers get the whole composed config (reporting/loggers/)
+        # Before the net: a regression sets its labels' scale from the spec, and the net's last layer is its width.
+        self.task = build_task(task or {**CLASSIFIER, "label_smoothing": label_smoothing}, spec)
+        self.net = build_net(net, {**spec, "outputs": self.task.outputs(spec)})
+        self.tallies = {stage: Tally(self.task.epoch_metrics(spec)) for stage in ("train", "val", "test")}
         self.step_losses: list[tuple[int, torch.Tensor]] = []  # (global step, loss) for the loggers
         self.graphed_training: GraphedTraining | None = None  # with cuda_graphs, during a fit on one GPU
         self.metrics_before_resume: dict[str, dict] = {}  # LOGGED's values from the checkpoint a run resumes from
@@ -181,10 +185,10 @@ class Classifier(L.LightningModule):
 
     def _shared_step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch
-        logits = self(x)
-        loss = self.loss(logits, y)
-        self.tallies[stage].add(logits, y, loss)
-        return loss, logits
+        outputs = self(x)
+        loss = self.task.loss(outputs, y)
+        self.tallies[stage].add(self.task.kept(outputs.detach()), y, loss)
+        return loss, outputs
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, _ = self._shared_step(batch, "train")
@@ -192,7 +196,7 @@ class Classifier(L.LightningModule):
             self.step_losses.append((self.global_step, loss.detach()))
         return loss
 
-    # Evaluation steps return their logits for callbacks (confusion matrices in reporting/dashboards.py).
+    # Evaluation steps return the net's outputs for callbacks (the figures of reporting/dashboards.py).
     def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "val")[1]
 
@@ -200,7 +204,7 @@ class Classifier(L.LightningModule):
         return self._shared_step(batch, "test")[1]
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self(batch[0]).softmax(dim=1)
+        return self.task.predictions(self(batch[0]))
 
     def on_train_epoch_start(self) -> None:  # (not called when a run resumes in the middle of an epoch)
         self.tallies["train"].reset()
@@ -289,6 +293,6 @@ class Classifier(L.LightningModule):
         return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
 
 
-class FastClassifier(FastPath, Classifier):
-    """The Classifier on the fast path (`fast_path: true`): the same training, with less of Lightning's
-    bookkeeping per step. Its checkpoints are the Classifier's: either loads them."""
+class FastModel(FastPath, Model):
+    """The Model on the fast path (`fast_path: true`): the same training, with less of Lightning's bookkeeping
+    per step. Its checkpoints are the Model's: either loads them."""
