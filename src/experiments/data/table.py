@@ -111,8 +111,8 @@ class TableDataModule(InMemoryDataModule):
         return self._spec
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
+        if self.splits and (stage == "predict" or set(self.splits) != {"predict"}):
+            return  # read already; or new rows to predict, encoded with the checkpoint's encoding: nothing to read
         settings = {
             "format": CACHE_FORMAT,
             "rows": self.fingerprint(),

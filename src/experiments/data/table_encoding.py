@@ -32,8 +32,9 @@ def infer_type(column) -> str:
     """The type a column's values say: booleans, numbers, or anything else (text, categories) as categorical."""
     from pandas.api import types
 
-    if types.is_bool_dtype(column):
-        return "boolean"
+    present = column.dropna()
+    if types.is_bool_dtype(column) or (len(present) and present.map(lambda v: isinstance(v, bool)).all()):
+        return "boolean"  # (with missing values, pandas holds booleans as objects)
     return "numeric" if types.is_numeric_dtype(column) else "categorical"
 
 
