@@ -62,8 +62,13 @@ QUICK = [  # a few batches of one epoch: does every recipe still compose, train,
 ]
 
 
+# The table recipes, measured against scikit-learn by benchmarks/tables.py in a section of their own below the table.
+TABLE_RECIPES = ("breast_cancer_mlp", "diabetes_mlp")
+
+
 def recipes() -> list[str]:
-    return sorted(path.stem for path in (config_dir() / "experiment").glob("*.yaml"))
+    paths = (config_dir() / "experiment").glob("*.yaml")
+    return sorted(path.stem for path in paths if path.stem not in TABLE_RECIPES)
 
 
 def run_recipe(recipe: str, seeds: list[int], sweep_dir: Path, extra: list[str]) -> None:
@@ -133,6 +138,12 @@ def kept_cells(table: Path) -> dict[str, list[str]]:
     return kept
 
 
+def sections_below(table: Path) -> str:
+    """What follows the table in a file this script wrote before: sections of their own (## ...), kept."""
+    text = table.read_text() if table.is_file() else ""
+    return text[text.index("\n## ") :] if "\n## " in text else ""
+
+
 def as_markdown(rows: dict[str, list[str] | None], command: str) -> str:
     lines = [
         "# Results",
@@ -180,7 +191,7 @@ def main() -> None:
     command = "python " + " ".join(["benchmarks/results.py", *sys.argv[1:]])
     out.parent.mkdir(parents=True, exist_ok=True)
     with written_atomically(out) as temporary:  # the table now holds rows it read: never leave it half-written
-        temporary.write_text(as_markdown(dict(sorted(rows.items())), command))
+        temporary.write_text(as_markdown(dict(sorted(rows.items())), command) + sections_below(out))
     print(out.read_text())
 
 

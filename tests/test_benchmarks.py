@@ -126,3 +126,21 @@ def test_loggers_times_each_tracker_against_the_first():
     rows = [line for line in out.splitlines() if line.startswith("default ")]
     assert [row.split()[1] for row in rows] == ["logger=tensorboard", "logger=mlflow"]
     assert "(1.00 of tensorboard)" in rows[0] and re.search(r"\(\d\.\d\d of tensorboard\)  +\d+\.\d s a run", rows[1])
+
+
+def test_tables_holds_each_table_recipe_against_scikit_learn(tmp_path):
+    out = run_script(
+        "benchmarks/tables.py", "--seeds", "0", "--overrides", "trainer.max_epochs=2", f"paths.data_dir={tmp_path}"
+    )
+    for recipe, metrics, baselines in (
+        ("breast_cancer_mlp", "acc", ("LogisticRegression", "HistGradientBoosting")),
+        ("diabetes_mlp", "rmse | r2", ("Ridge", "HistGradientBoosting")),
+    ):
+        assert f"| {recipe} | {metrics} |" in out
+        section = out[out.index(f"| {recipe} |") :]
+        models = [line.split("|")[1].strip() for line in section.splitlines()[2:7]]
+        assert models == [
+            "MLP recipe",
+            *(f"{b} (train + val)" for b in baselines),
+            *(f"{b} (train)" for b in baselines),
+        ]
