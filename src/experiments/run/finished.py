@@ -51,10 +51,12 @@ def load_model(checkpoint: Path):
     """The Classifier in a checkpoint: rebuilt from the hyperparameters inside it (plain values only, read
     weights-only; a bad file is one line), its net's class imported by its dotted path."""
     from experiments.models.classifier import Classifier
+    from experiments.models.nets.torchvision_net import checkpoint_holds_weights
     from experiments.run.recovery import load_checkpoint
 
     state = load_checkpoint(checkpoint, map_location="cpu")
-    model = Classifier(**state["hyper_parameters"])
+    with checkpoint_holds_weights():  # no pretrained weights fetched for a net whose every weight is in the file
+        model = Classifier(**state["hyper_parameters"])
     model.load_state_dict(state["state_dict"])
     return model.eval()
 
