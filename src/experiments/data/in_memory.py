@@ -15,6 +15,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from torch import nn
 
 from experiments.core.errors import UserError
 from experiments.core.lightning_internals import batches_done
@@ -280,3 +281,32 @@ class InMemoryDataModule(L.LightningDataModule):
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """Training-time augmentation of a normalised batch, on its device; none by default."""
         return x
+
+    def preprocessing(self) -> nn.Module:
+        """What an evaluation batch goes through before the net, as a module (contract.py): uint8 or float pixels
+        normalised as `normalize` does, or token ids made int64."""
+        if self.spec["kind"] != "image":
+            return TokenIds()
+        mean, std = self.statistics()
+        return Normalize(mean, std)
+
+
+class Normalize(nn.Module):
+    """Images (B, C, H, W) of pixels, uint8 or float, in the units they were stored in -> float32, normalised per
+    channel with the same arithmetic as `InMemoryDataModule.normalize`, so the two agree to the last bit."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        scale = 1 / torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", -torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(torch.float32) * self.scale + self.shift
+
+
+class TokenIds(nn.Module):
+    """Token ids (B, L), right-padded, of any integer type -> int64, what the nets' embeddings take."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(torch.int64)
