@@ -115,6 +115,7 @@ def test_text_csv_folds(tmp_path):
         (["data.folds=3", "data.fold=3"], "data.fold=3 is not allowed: it must be an integer >= 0 and <= 2"),
         (["data.folds=1"], "data.folds=1 is not allowed: it must be an integer >= 2 (k-fold cross-validation)"),
         (["data.folds=5", "data.fold=-1"], "data.fold=-1 is not allowed"),
+        (["data.fold=2"], "data.fold=2 needs data.folds, the number of folds: e.g. data.folds=5"),
     ],
 )
 def test_impossible_folds_are_one_line(overrides, message, tmp_path, monkeypatch, capsys):

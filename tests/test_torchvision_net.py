@@ -173,6 +173,7 @@ def test_model_torchvision_sets_the_image_datas_normalisation(make_config):
         (["model.weights=ResNet50_Weights.IMAGENET1K_V1"], "are weights of another architecture, not resnet18's"),
         (["model.weights=IMAGENET1K_V9"], "resnet18 has no such weights; choose from DEFAULT, IMAGENET1K_V1"),
         (["model.weights=no/such/file.pt"], "no such file, and not a torchvision weights name"),
+        (["model.weights=resnet18.pt"], "model.weights=resnet18.pt: no such file"),
     ],
 )
 def test_names_and_weights_it_cannot_use_are_one_line(overrides, message, photos, tmp_path, monkeypatch, capsys):

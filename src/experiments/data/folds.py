@@ -30,6 +30,8 @@ def carve(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tenso
 def check_folds(folds: int | None, fold: int) -> None:
     """`folds`: null, or an integer >= 2; `fold`: an integer from 0 to folds - 1."""
     if folds is None:
+        if fold != 0:
+            raise UserError(f"data.fold={fold!r} needs data.folds, the number of folds: e.g. data.folds=5")
         return
     if not is_integer(folds) or folds < 2:
         raise UserError(

@@ -85,7 +85,7 @@ def weights_enum(name: str, value: str):
     member = value.split(".")[-1]
     if "." in value and not value.startswith(f"{enum.__name__}."):
         other = value.split(".")[0]
-        if hasattr(torchvision.models, other) and not Path(value).exists():
+        if other.endswith("_Weights") and hasattr(torchvision.models, other) and not Path(value).exists():
             raise UserError(
                 f"model.weights={value} are weights of another architecture, not {name}'s; "
                 f"choose from DEFAULT, {', '.join(w.name for w in enum)}"
