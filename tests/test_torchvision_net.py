@@ -208,3 +208,14 @@ def test_default_weights_offline_and_not_in_the_cache_are_one_line_naming_the_fi
     cache = tmp_path / "torch" / "hub" / "checkpoints"
     assert lines[0].startswith(f"error: model.weights=DEFAULT: resnet18-f37072fd.pth is not in torch's cache ({cache})")
     assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in lines[0]
+
+
+def test_a_damaged_file_in_torchs_cache_is_one_line_saying_to_delete_it(tmp_path, monkeypatch):
+    from experiments.core.errors import UserError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"half a download")
+    with pytest.raises(UserError, match=f"model.weights=DEFAULT: {cached} cannot be read .*; delete it to download"):
+        TorchvisionNet({"kind": "image", "shape": [3, 32, 32], "num_classes": 2}, "resnet18", "DEFAULT")

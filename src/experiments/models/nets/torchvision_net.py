@@ -110,8 +110,14 @@ def fetch_weights(weights, value: str) -> dict[str, torch.Tensor]:
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
     try:
         return weights.get_state_dict(progress=False, check_hash=True)
-    except (urllib.error.URLError, OSError, RuntimeError) as error:
+    except Exception as error:
         reason = first_line(str(getattr(error, "reason", None) or error))
+        if cached.is_file():  # a download cut short, or another file under the name
+            raise UserError(
+                f"model.weights={value}: {cached} cannot be read ({reason}); delete it to download it again"
+            ) from error
+        if not isinstance(error, urllib.error.URLError | OSError | RuntimeError):
+            raise
         raise UserError(
             f"model.weights={value}: {cached.name} is not in torch's cache ({cached.parent}) and cannot be downloaded "
             f"from {url} ({reason}); put that file there (on a connected machine a first run does), or give "
