@@ -219,3 +219,9 @@ def test_a_damaged_file_in_torchs_cache_is_one_line_saying_to_delete_it(tmp_path
     cached.write_bytes(b"half a download")
     with pytest.raises(UserError, match=f"model.weights=DEFAULT: {cached} cannot be read .*; delete it to download"):
         TorchvisionNet({"kind": "image", "shape": [3, 32, 32], "num_classes": 2}, "resnet18", "DEFAULT")
+
+
+def test_a_vision_transformer_gets_the_one_size_it_takes():
+    net = TorchvisionNet({"kind": "image", "shape": [3, 32, 32], "num_classes": 2}, "vit_b_16", None)
+    assert net.image_size == 224
+    assert net(torch.zeros(1, 3, 32, 32)).shape == (1, 2)

@@ -13,7 +13,8 @@ classes were; it becomes part of `backbone` as an identity, and `head` is a new 
 which `model=torchvision` brings along) freezes `backbone` for the first epochs, then trains it at a lower rate.
 
 What the weights expect of their inputs is made here, inside the net, so a deployed copy does it too: grey images
-are repeated to three channels, and images are resized to `image_size` (bilinear) when it is set. The weights'
+are repeated to three channels, and images are resized to `image_size` (bilinear) when it is set, or to the size a
+model takes when it takes only one (`vit_*`: 224). The weights'
 normalisation (ImageNet's mean and std, for every torchvision classification weight) is applied by the data
 module: the image data configs read `model.normalization` (conf/model/torchvision.yaml) and normalise with it
 instead of their own statistics.
@@ -196,7 +197,8 @@ class TorchvisionNet(nn.Module):
             load_backbone(model, state, name, weights, layer_name, AUXILIARY.get(name, ()))
         set_module(model, layer_name, nn.Identity())
         features = layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels
-        self.name, self.channels, self.image_size = name, spec["shape"][0], image_size
+        required = getattr(model, "image_size", None)  # a vision transformer's: it takes no other size
+        self.name, self.channels, self.image_size = name, spec["shape"][0], image_size or required
         self.backbone = model
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, spec["num_classes"]))
 
