@@ -180,6 +180,12 @@ def test_what_cannot_be_exported_is_one_line(runs, tmp_path):
     line = one_line(run_cli("export", str(run), "--format", "tflite", cwd=tmp_path))
     assert line.startswith("error: --format 'tflite' is not a format: choose onnx, torch_export, torchscript")
 
+    (tmp_path / "a_file").write_text("")
+    line = one_line(
+        run_cli("export", str(run), "--format", "torch_export", "--out", str(tmp_path / "a_file" / "x"), cwd=tmp_path)
+    )
+    assert line.startswith(f"error: cannot write to {tmp_path / 'a_file' / 'x'}: Not a directory; give --out another")
+
     empty = tmp_path / "no_checkpoint"
     (empty / ".hydra").mkdir(parents=True)
     (empty / ".hydra" / "config.yaml").write_text((run / ".hydra" / "config.yaml").read_text())

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from experiments.core.atomic import written_atomically
-from experiments.core.errors import UserError, first_line
+from experiments.core.errors import PATH_ERRORS, UserError, first_line
 
 FORMATS = {"onnx": "model.onnx", "torch_export": "model.pt2", "torchscript": "model.pt"}
 AGREEMENT = 1e-4  # largest difference in any probability between the written file and the run's own net
@@ -107,11 +107,14 @@ def export(deployable: Deployable, format: str, out_dir: Path) -> list[Path]:
     cannot be written so is one line that names a format that works for it."""
     if format not in FORMATS:
         raise UserError(f"--format {format!r} is not a format: choose {', '.join(FORMATS)}")
+    out_dir.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made is the user's to change (the command)
     try:
         path = write_checked(deployable, format, out_dir)
     except UserError:
         raise
     except Exception as error:
+        if isinstance(error, OSError) and error.errno in PATH_ERRORS:  # not the net's: a full disk, no permission
+            raise
         works = [other for other in FORMATS if other != format and writes(deployable, other)]
         then = f"--format {works[0]} works for it" if works else "no format works for it"
         raise UserError(f"this net cannot be exported as {format} ({first_line(str(error))[:300]}); {then}") from error
