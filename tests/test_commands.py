@@ -16,7 +16,7 @@ EARLIER_RUN = Path(__file__).parent / "files" / "run_before_the_layout"
 
 
 def test_every_module_of_the_folder_is_a_command():
-    assert set(own_commands()) == {"train", "evaluate", "predict"}
+    assert set(own_commands()) == {"train", "evaluate", "export", "predict"}
     assert own_commands().items() <= commands().items()
 
 
@@ -26,11 +26,13 @@ def test_help_lists_the_commands_then_trains_config_groups(tmp_path):
     commands_block, _, hydra_help = result.stdout.partition("\n\n")
     assert commands_block.splitlines()[1:] == [
         "  evaluate   Test a trained model again: the run's own config, data and checkpoint.",
+        "  export     Write a trained run as a file that serves without this package: ONNX, torch.export or "
+        "TorchScript.",
         "  predict    Predict the classes or numbers of new inputs with a trained run, into a CSV file.",
         "  train      Train a model, or sweep many (the default command): the task of run/task.py, through Hydra's "
         "command line.",
     ]
-    assert "model: cnn, mlp, rnn" in hydra_help
+    assert "model: cnn, mlp, rnn, speedrun, torchvision" in hydra_help
 
 
 def test_train_named_or_not_is_the_same_command(tmp_path):
@@ -44,7 +46,7 @@ def test_an_unknown_command_is_one_line_and_writes_nothing(tmp_path):
     result = run_cli("trian", "model=mlp", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: no command 'trian'; choose from evaluate, predict, train (or give train's overrides)"
+        "error: no command 'trian'; choose from evaluate, export, predict, train (or give train's overrides)"
         "  (EXPERIMENTS_DEBUG=1 shows the traceback)"
     ]
     assert not (tmp_path / "outputs").exists()

@@ -72,6 +72,10 @@ def users_files(option: str, folder: Path) -> list[str]:
     return []
 
 
+# The default weights of model=torchvision are a download (the weights paths: test_torchvision_net.py).
+OFFLINE = {"model=torchvision": ["model.weights=null"]}
+
+
 # Recipes and searches compose several groups at once: their checks run in the full tier (as do their sweeps).
 @pytest.mark.parametrize(
     ("group", "option"),
@@ -81,7 +85,8 @@ def users_files(option: str, folder: Path) -> list[str]:
     ],
 )
 def test_every_option_composes_resolves_and_validates(make_config, tmp_path, group, option):
-    cfg = make_config(f"{group}={option}", *(users_files(option, tmp_path) if group == "data" else []))
+    own = users_files(option, tmp_path) if group == "data" else OFFLINE.get(f"{group}={option}", [])
+    cfg = make_config(f"{group}={option}", *own)
     OmegaConf.resolve(cfg)  # every interpolation points somewhere
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         with pytest.raises(UserError, match=r"trainer\.accelerator='gpu' is not available: no CUDA GPU here"):

@@ -108,3 +108,13 @@ def text(value: object) -> str | None:
 def positive_integers(value: object) -> str | None:
     ok = is_sequence(value) and len(value) > 0 and all(is_integer(v) and v >= 1 for v in value)
     return None if ok else "a non-empty list of positive integers, e.g. [32,64]"
+
+
+def mean_and_std(value: object) -> str | None:
+    """A normalisation: null, or per-channel `mean` and `std` in 0..1 units (what pretrained weights expect)."""
+    figures = isinstance(value, dict) and set(value) == {"mean", "std"}
+    figures = figures and all(is_sequence(value[k]) and len(value[k]) in (1, 3) for k in ("mean", "std"))
+    figures = figures and all(isinstance(v, int | float) for k in ("mean", "std") for v in value[k])
+    if value is None or (figures and min(value["std"]) > 0):
+        return None
+    return "null or {mean: [3 numbers], std: [3 numbers > 0]} in 0..1 units, e.g. ImageNet's"

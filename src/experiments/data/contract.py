@@ -18,6 +18,9 @@ Optional, each used where it is there (the functions below read them, with a fal
 - `state_dict()` / `load_state_dict(state)` (Lightning's own hooks): what the data module learnt from its
   training data (a table's column statistics); saved in every checkpoint and loaded back for predictions, so
   new inputs are read exactly as the training inputs were, without the training data.
+- `preprocessing() -> nn.Module`: what the data module does to a batch on the device before the net sees it, outside
+  training (no augmentation), as a module that takes the raw inputs a user has: uint8 images (B, C, H, W) of the
+  spec's shape, or token ids (B, L). An export (`experiments export`) puts it in front of the net.
 """
 
 from __future__ import annotations
@@ -62,6 +65,14 @@ def training_tensors(datamodule) -> tuple[torch.Tensor, torch.Tensor]:
         name = type(datamodule).__name__
         raise UserError(f"this net fits itself to the training data, which {name} cannot give whole (training_tensors)")
     return datamodule.training_tensors()
+
+
+def preprocessing(datamodule) -> torch.nn.Module:
+    """The module that takes raw inputs to what the net takes, from a data module that can give it."""
+    if not hasattr(datamodule, "preprocessing"):
+        name = type(datamodule).__name__
+        raise UserError(f"{name} does not say what its inputs go through before the net (preprocessing): no export")
+    return datamodule.preprocessing()
 
 
 def encode_inputs(datamodule, items: list) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from experiments.data.folds import fold_indices
 from experiments.data.in_memory import InMemoryDataModule, check_held_out
 
 
@@ -15,6 +16,7 @@ class DigitsDataModule(InMemoryDataModule):
     """
 
     spec = {"kind": "image", "shape": [1, 8, 8], "num_classes": 10}
+    pixel_max = 16
 
     def __init__(
         self,
@@ -24,9 +26,20 @@ class DigitsDataModule(InMemoryDataModule):
         test_size: float = 0.15,
         split_seed: int | None = None,
         seed: int = 0,
+        folds: int | None = None,
+        fold: int = 0,
+        normalization: dict | None = None,
     ) -> None:
         split_seed = seed if split_seed is None else split_seed
-        super().__init__(batch_size=batch_size, val_size=val_size, split_seed=split_seed, seed=seed)
+        super().__init__(
+            batch_size=batch_size,
+            val_size=val_size,
+            split_seed=split_seed,
+            seed=seed,
+            folds=folds,
+            fold=fold,
+            normalization=normalization,
+        )
         check_held_out(val_size, test_size)
         self.test_size = test_size
 
@@ -44,6 +57,10 @@ class DigitsDataModule(InMemoryDataModule):
         x_val, x_test, y_val, y_test = train_test_split(
             x_rest, y_rest, test_size=self.test_size / holdout, stratify=y_rest, random_state=seed
         )
+        if self.folds is not None:  # the folds partition training and validation together; the test stays
+            x_train, y_train = np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val])
+            train, val = (rows.numpy() for rows in fold_indices(y_train, self.folds, self.fold, seed))
+            x_train, x_val, y_train, y_val = x_train[train], x_train[val], y_train[train], y_train[val]
         self.mean = (float(x_train.mean()),)
         self.std = (float(x_train.std()),)
         for name, (xs, ys) in {

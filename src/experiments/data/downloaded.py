@@ -30,8 +30,19 @@ class DownloadedDataModule(InMemoryDataModule, ABC):
         val_size: float = 0.1,
         split_seed: int = 0,
         seed: int = 0,
+        folds: int | None = None,
+        fold: int = 0,
+        normalization: dict | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, val_size=val_size, split_seed=split_seed, seed=seed)
+        super().__init__(
+            batch_size=batch_size,
+            val_size=val_size,
+            split_seed=split_seed,
+            seed=seed,
+            folds=folds,
+            fold=fold,
+            normalization=normalization,
+        )
         require("data", download=(download, boolean))
         self.root = Path(data_dir)
         self.download = download
@@ -57,5 +68,6 @@ class DownloadedDataModule(InMemoryDataModule, ABC):
 
         loaded = refetching_damaged(fetch_and_load, self.download)
         if "val" not in loaded:  # carved with its own seed, so that it stays put when `seed` changes
-            loaded["train"], loaded["val"] = split_off(*loaded["train"], self.val_size, self.split_seed)
+            carved = split_off(*loaded["train"], self.val_size, self.split_seed, self.folds, self.fold)
+            loaded["train"], loaded["val"] = carved
         self.splits = {name: loaded[name] for name in ("train", "val", "test")}

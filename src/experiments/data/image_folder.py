@@ -28,9 +28,10 @@ from experiments.core.errors import UserError
 from experiments.core.rules import boolean, integer, is_integer, require
 from experiments.data.augmentation import shifts_within, translate_and_flip
 from experiments.data.cache import SettingsCache
+from experiments.data.folds import carve, validation_rows
 from experiments.data.image_stream import ImageFiles, loader, recognised
 from experiments.data.images import image_files, read_images
-from experiments.data.in_memory import InMemoryDataModule, carve, check_held_out
+from experiments.data.in_memory import InMemoryDataModule, check_held_out
 
 CACHE_FORMAT = 1  # bump when decoding or splitting changes, so old caches are not reused
 STATISTICS_SAMPLE = 1000  # training images whose pixels give the normalisation statistics, when streaming
@@ -97,18 +98,27 @@ def fingerprint(paths: list[Path], root: Path) -> str:
     return digest.hexdigest()
 
 
-def split_rows(in_test_folder: torch.Tensor, test_size: float | None, val_size: float, seed: int) -> dict:
+def split_rows(
+    in_test_folder: torch.Tensor,
+    test_size: float | None,
+    val_size: float,
+    seed: int,
+    labels: torch.Tensor | None = None,
+    folds: int | None = None,
+    fold: int = 0,
+) -> dict:
     """Row indices of the training, validation and test splits. The test rows are the test folder's, or, without
     one (`test_size` given), a random `test_size` of all; the validation rows are a random `val_size` of the
-    rest, carved as every dataset carves its own (in_memory.carve), so that the same images in the same order
-    make the same splits here as in `data=cifar10`."""
+    rest, carved as every dataset carves its own (folds.carve), so that the same images in the same order
+    make the same splits here as in `data=cifar10`; or, with `folds`, fold `fold` of the rest (by `labels`)."""
     rows = torch.arange(len(in_test_folder))
     if test_size is None:
         rows, test = rows[~in_test_folder], rows[in_test_folder]
     else:
         rest, test = carve(len(rows), test_size, seed)
         rows = rows[rest]
-    train, val = carve(len(rows), val_size, seed)
+    rest_labels = labels[rows] if labels is not None else torch.zeros(len(rows), dtype=torch.long)
+    train, val = validation_rows(rest_labels, val_size, seed, folds, fold)
     return {"train": rows[train], "val": rows[val], "test": test}
 
 
@@ -142,6 +152,9 @@ class ImageFolderDataModule(InMemoryDataModule):
         test_size: float = 0.2,
         split_seed: int = 0,
         seed: int = 0,
+        folds: int | None = None,
+        fold: int = 0,
+        normalization: dict | None = None,
         image_size: int | Sequence[int] = 32,
         channels: int = 3,
         strict: bool = False,
@@ -150,7 +163,15 @@ class ImageFolderDataModule(InMemoryDataModule):
         stream: bool = False,
         num_workers: int = 2,
     ) -> None:
-        super().__init__(batch_size=batch_size, val_size=val_size, split_seed=split_seed, seed=seed)
+        super().__init__(
+            batch_size=batch_size,
+            val_size=val_size,
+            split_seed=split_seed,
+            seed=seed,
+            folds=folds,
+            fold=fold,
+            normalization=normalization,
+        )
         require("data", image_size=(image_size, image_sides), channels=(channels, grey_or_colour))
         height, width = [image_size] * 2 if is_integer(image_size) else list(image_size)
         require(
@@ -203,6 +224,8 @@ class ImageFolderDataModule(InMemoryDataModule):
             "split_seed": self.split_seed,
             "strict": self.strict,
         }
+        if self.folds is not None:  # only then: caches made before folds keep their names
+            settings |= {"folds": self.folds, "fold": self.fold}
         return SettingsCache(self.cache_dir, "statistics" if self.stream else "decoded", settings)
 
     def prepare_data(self) -> None:  # on one process per machine, before any `setup`: decodes the folder once
@@ -240,7 +263,8 @@ class ImageFolderDataModule(InMemoryDataModule):
     def _split(self, kept: list[int]) -> dict[str, torch.Tensor]:
         """The splits' rows among the `kept` files (those that are images)."""
         in_test = torch.tensor(self.files.in_test_folder, dtype=torch.bool)[kept]
-        return split_rows(in_test, self.test_size, self.val_size, self.split_seed)
+        labels = torch.tensor(self.files.labels)[kept]
+        return split_rows(in_test, self.test_size, self.val_size, self.split_seed, labels, self.folds, self.fold)
 
     def _decode(self) -> dict:
         """Every image decoded, the three splits, the training part's statistics, and the files left out."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from experiments.core.errors import UserError
 from experiments.data.encoded_text import EncodedTextDataModule
 from experiments.data.files import extract_tar, fetch_or_explain
-from experiments.data.in_memory import carve
+from experiments.data.folds import validation_rows
 from experiments.data.text import encode_splits
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -48,6 +48,8 @@ class IMDBDataModule(EncodedTextDataModule):
         super().__init__(**settings)
         # Every setting of its own that shapes the encoding, and so names its cache file.
         splits = {"format": CACHE_FORMAT, "val_size": self.val_size, "split_seed": self.split_seed}
+        if self.folds is not None:  # only then: caches made before folds keep their names
+            splits |= {"folds": self.folds, "fold": self.fold}
         self.encoded_by(splits, num_classes=2)
 
     def _reviews(self) -> Path:
@@ -65,7 +67,7 @@ class IMDBDataModule(EncodedTextDataModule):
         reviews = self._reviews()
         train_texts, train_labels = read_split(reviews / "train")
         test_texts, test_labels = read_split(reviews / "test")
-        train_rows, val_rows = carve(len(train_texts), self.val_size, self.split_seed)
+        train_rows, val_rows = validation_rows(train_labels, self.val_size, self.split_seed, self.folds, self.fold)
         parts = {"train": train_rows, "val": val_rows}
         texts = {name: [train_texts[i] for i in rows] for name, rows in parts.items()} | {"test": test_texts}
         labels = {name: [train_labels[i] for i in rows] for name, rows in parts.items()} | {"test": test_labels}

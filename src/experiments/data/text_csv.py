@@ -21,7 +21,8 @@ import torch
 
 from experiments.core.errors import UserError, first_line
 from experiments.data.encoded_text import EncodedTextDataModule
-from experiments.data.in_memory import carve, check_held_out
+from experiments.data.folds import carve, validation_rows
+from experiments.data.in_memory import check_held_out
 from experiments.data.text import encode_splits
 
 CACHE_FORMAT = 1  # bump when reading, tokenisation or encoding changes, so old caches are not reused
@@ -124,6 +125,8 @@ class TextCSVDataModule(EncodedTextDataModule):
         val_size: float = 0.1,
         split_seed: int = 0,
         seed: int = 0,
+        folds: int | None = None,
+        fold: int = 0,
         vocab_size: int = 20000,
         min_freq: int = 2,
         seq_len: int = 400,
@@ -137,6 +140,8 @@ class TextCSVDataModule(EncodedTextDataModule):
             val_size=val_size,
             split_seed=split_seed,
             seed=seed,
+            folds=folds,
+            fold=fold,
             vocab_size=vocab_size,
             min_freq=min_freq,
             seq_len=seq_len,
@@ -163,6 +168,8 @@ class TextCSVDataModule(EncodedTextDataModule):
             "val_size": self.val_size,
             "split_seed": self.split_seed,
         }
+        if self.folds is not None:  # only then: caches made before folds keep their names
+            settings |= {"folds": self.folds, "fold": self.fold}
         self.encoded_by(settings, len(self.class_names))
 
     def _encode(self) -> dict:
@@ -172,7 +179,8 @@ class TextCSVDataModule(EncodedTextDataModule):
         if self.test_table is None:  # the test part first, then the validation part from what is left
             rest, parts["test"] = carve(len(rows), self.settings["test_size"], self.split_seed)
             rows = rows[rest]
-        train, val = carve(len(rows), self.val_size, self.split_seed)
+        rest_labels = [class_id[table.labels[i]] for i in rows.tolist()]
+        train, val = validation_rows(rest_labels, self.val_size, self.split_seed, self.folds, self.fold)
         parts = {"train": rows[train], "val": rows[val], **parts}
         texts = {name: [table.texts[i] for i in part.tolist()] for name, part in parts.items()}
         labels = {name: [class_id[table.labels[i]] for i in part.tolist()] for name, part in parts.items()}

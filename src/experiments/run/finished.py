@@ -51,10 +51,12 @@ def load_model(checkpoint: Path, state: dict | None = None):
     """The Model in a checkpoint: rebuilt from the hyperparameters inside it (plain values only, read
     weights-only; a bad file is one line), its net's and its task's classes imported by their dotted paths."""
     from experiments.models.model import Model
+    from experiments.models.nets.torchvision_net import checkpoint_holds_weights
     from experiments.run.recovery import load_checkpoint
 
     state = state or load_checkpoint(checkpoint, map_location="cpu")
-    model = Model(**state["hyper_parameters"])
+    with checkpoint_holds_weights():  # no pretrained weights fetched for a net whose every weight is in the file
+        model = Model(**state["hyper_parameters"])
     model.load_state_dict(state["state_dict"])
     return model.eval()
 

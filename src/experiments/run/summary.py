@@ -1,7 +1,8 @@
 """A sweep's summary: `summary.csv`, `summary.md` and `summary.png` at its root, from every job's `metrics.json`,
 rewritten after each job by the `SweepSummary` Hydra callback (conf/hydra/default.yaml), which also locks the
 sweep folder while its sweep runs. A grid's jobs are ranked by the objective, with groups of jobs that differ only
-in `seed` as mean ± standard deviation; a search's picture is drawn by run/search_plot.py.
+in `seed` or in `data.fold` (k-fold cross-validation) as mean ± standard deviation; a search's picture is drawn by
+run/search_plot.py.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from experiments.core.run_dir import Metrics, Objective, RunDir, this_jobs_sweep
 from experiments.run.search_plot import plot_search, space_of, trial_params
 
 log = logging.getLogger(__name__)
+# The overrides that repeat a job rather than change it: its jobs are one group, reported as mean ± std.
+REPEATS = {"seed": "seed", "data.fold": "fold"}
 # Best first: a pruned trial (a search stopped it early, run/trial.py) ranks after the completed, not as a failure.
 ORDER = {"completed": 0, "pruned": 1, "failed": 2, "unfinished": 3}
 
@@ -138,13 +141,20 @@ def write_summary(sweep_dir: Path) -> str:
     return markdown
 
 
+def repeat_of(override: str) -> str | None:
+    """`seed` for `seed=3`, `fold` for `data.fold=2`: what a job repeats another over; None for any other override."""
+    key = override.lstrip("+~").partition("=")[0]
+    return REPEATS.get(key)
+
+
 def seed_groups(rows: list[dict], metrics: list[str]) -> list[dict]:
-    """The jobs that differ only in `seed`, as groups, best mean objective first (none when no two jobs do):
+    """The jobs that differ only in `seed` or `data.fold`, as groups, best mean objective first (none when no two
+    jobs do):
     per metric the mean and sample standard deviation over the group's completed jobs, and their number.
     Each job's row gets its group's name and objective figures too (`group`, `group_n`, `group_mean`, ...)."""
     members: dict[str, list[dict]] = {}
     for row in rows:
-        name = " ".join(o for o in row["differs"].split() if not o.lstrip("+~").startswith("seed=")) or "(all)"
+        name = " ".join(o for o in row["differs"].split() if repeat_of(o) is None) or "(all)"
         members.setdefault(name, []).append(row)
     if all(len(jobs) == 1 for jobs in members.values()):
         return []
@@ -152,6 +162,7 @@ def seed_groups(rows: list[dict], metrics: list[str]) -> list[dict]:
     for name, jobs in members.items():
         done = [job for job in jobs if job["status"] == "completed"]
         group = {"job": name, "differs": name, "status": "completed" if done else jobs[0]["status"], "n": len(done)}
+        group["over"] = sorted({kind for job in jobs for o in job["differs"].split() if (kind := repeat_of(o))})
         numbers = sorted(job["job"] for job in jobs)
         group["jobs"] = sorted(numbers, key=lambda n: int(n) if n.isdigit() else math.inf)
         group["error"] = None if done else jobs[0]["error"]
@@ -178,10 +189,13 @@ def groups_as_markdown(groups: list[dict], metrics: list[str]) -> str:
         return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
 
     header = ["group", "n", "objective", *metrics, "jobs"]
+    over = sorted({kind for group in groups for kind in group["over"]}, key=list(REPEATS.values()).index)
+    keys = " or ".join(f"`{key}`" for key, kind in REPEATS.items() if kind in over)
     lines = [
         "",
-        f"Over seeds: {len(groups)} {'group' if len(groups) == 1 else 'groups'} of jobs that differ only in `seed`,"
-        " best first; mean ± standard deviation over each group's completed jobs (n).",
+        f"Over {' and '.join(f'{kind}s' for kind in over)}: {len(groups)} {'group' if len(groups) == 1 else 'groups'}"
+        f" of jobs that differ only in {keys}, best first; mean ± standard deviation over each group's completed"
+        " jobs (n).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -264,6 +278,7 @@ def plot(rows: list[dict], path: Path) -> None:
     axes.invert_yaxis()
     metric = next((f"{r['objective_metric']} ({r['objective_mode']})" for r in rows if r["objective_metric"]), "")
     axes.set_xlabel(metric)
-    axes.set_title(f"{len(rows)} {'groups over seeds' if rows and 'n' in rows[0] else 'jobs'}, best first")
+    over = " and ".join(f"{kind}s" for kind in REPEATS.values() if any(kind in r.get("over", ()) for r in rows))
+    axes.set_title(f"{len(rows)} {f'groups over {over}' if rows and 'n' in rows[0] else 'jobs'}, best first")
     figure.savefig(path, format="png", dpi=100)
     plt.close(figure)

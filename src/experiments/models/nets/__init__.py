@@ -15,8 +15,9 @@ from experiments.models.nets.cnn import CNN
 from experiments.models.nets.mlp import MLP
 from experiments.models.nets.rnn import RNN
 from experiments.models.nets.speedrun import SpeedrunNet
+from experiments.models.nets.torchvision_net import TorchvisionNet
 
-__all__ = ["CNN", "MLP", "RNN", "SpeedrunNet", "build_net"]
+__all__ = ["CNN", "MLP", "RNN", "SpeedrunNet", "TorchvisionNet", "build_net"]
 
 
 def build_net(config: dict, spec: dict) -> nn.Module:
