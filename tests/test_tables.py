@@ -176,6 +176,22 @@ def test_predictions_on_new_rows_are_the_runs_own(tmp_path, label, task):
     else:
         assert [r["predicted"] for r in new] == [r["predicted"] for r in split]
         assert [r["p_large"] for r in new] == [r["p_large"] for r in split]
+    # Exported with its encoding beside it: ONNX Runtime on rows encoded as encoding.json says gives predict's figures.
+    exported = run_cli("export", str(run), "--format", "onnx", "--out", str(tmp_path / "onnx"), cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    import onnxruntime
+
+    description = json.loads((tmp_path / "onnx" / "model.json").read_text())
+    encoding = TableEncoding(json.loads((tmp_path / "onnx" / description["encoding"]).read_text()))
+    rows = encoding.encode(pd.read_parquet(tmp_path / "new.parquet")).numpy()
+    session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    served = session.run(None, {description["inputs"]["name"]: rows})[0]
+    if task == "regression":
+        assert description["outputs"]["name"] == "values" and description["task"] == "regression"
+        assert served.tolist() == pytest.approx([float(r["predicted"]) for r in new], rel=1e-5)
+    else:
+        assert description["class_names"] == ["large", "small"]
+        assert served[:, 0].tolist() == pytest.approx([float(r["p_large"]) for r in new], abs=1e-5)
     missing = tmp_path / "missing.csv"
     test.drop(columns=["district"]).to_csv(missing, index=False)
     refused = run_cli("predict", str(run), str(missing), "--out", str(tmp_path / "x.csv"), cwd=tmp_path)

@@ -18,11 +18,14 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch import nn
 
 from experiments.core.errors import UserError, first_line
 from experiments.core.rules import integer, one_of, require
 from experiments.data.cache import SettingsCache
+from experiments.data.folds import fold_indices
 from experiments.data.in_memory import InMemoryDataModule, check_held_out
 from experiments.data.table_encoding import MISSING, TYPES, TableEncoding
 
@@ -73,8 +76,12 @@ class TableDataModule(InMemoryDataModule):
         val_size: float = 0.1,
         split_seed: int = 0,
         seed: int = 0,
+        folds: int | None = None,
+        fold: int = 0,
     ) -> None:
-        super().__init__(batch_size=batch_size, val_size=val_size, split_seed=split_seed, seed=seed)
+        super().__init__(
+            batch_size=batch_size, val_size=val_size, split_seed=split_seed, seed=seed, folds=folds, fold=fold
+        )
         column_types = dict(column_types or {})
         require(
             "data",
@@ -120,6 +127,7 @@ class TableDataModule(InMemoryDataModule):
             **{key: getattr(self, key) for key in ("column_types", "missing", "max_categories", "test_size")},
             "val_size": self.val_size,
             "split_seed": self.split_seed,
+            "folds": [self.folds, self.fold],
         }
         cache = SettingsCache(self.data_dir / "table_cache", type(self).__name__.lower(), settings)
         stored = cache.read() if cache.path.is_file() else None
@@ -144,7 +152,13 @@ class TableDataModule(InMemoryDataModule):
         labels = self._labels(frame)
         if test is None:
             frame, test = self._split(frame, labels, self.test_size)
-        train, val = self._split(frame, self._labels(frame), self.val_size)
+        if self.folds is None:
+            train, val = self._split(frame, self._labels(frame), self.val_size)
+        else:  # k-fold: the rows left after the test part, partitioned (by class for a classification)
+            rest = self._labels(frame)
+            strata = rest.astype(str).to_numpy() if self.task == "classification" else np.zeros(len(rest), int)
+            train_rows, val_rows = fold_indices(strata, self.folds, self.fold, self.split_seed)
+            train, val = frame.iloc[train_rows.numpy()], frame.iloc[val_rows.numpy()]
         encoding = TableEncoding.fit(train, features, self.column_types, self.missing, self.max_categories)
         target = self._target(self._labels(train))
         splits = {}
@@ -221,6 +235,10 @@ class TableDataModule(InMemoryDataModule):
     def load_state_dict(self, state: dict) -> None:
         if state:
             self._learnt(state["encoding"], state["target"], state["features"])
+
+    def preprocessing(self) -> nn.Module:
+        """Nothing between the encoded rows and the net: an export takes rows encoded as encoding.json says."""
+        return nn.Identity()
 
     def encode_inputs(self, items: list) -> torch.Tensor:
         """Rows of CSV or Parquet files, encoded as the training rows were (the label column, if there, unused)."""

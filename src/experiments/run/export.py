@@ -1,15 +1,16 @@
 """A finished run as one file that serves without this package: the data's preprocessing, the net and the task's
 output in one module, written as ONNX, a `torch.export` program or TorchScript, with the class names inside it and
-in a JSON file beside it (and, for texts, the vocabulary).
+in a JSON file beside it (and, for texts, the vocabulary; for tables, the column encoding).
 
-    deployed = deployable(run)          # raw inputs -> probabilities, in eval mode
-    write(deployed, "onnx", out_dir)    # out_dir/model.onnx, model.json (and vocabulary.json for texts)
+    deployed = deployable(run)          # raw inputs -> probabilities (or numbers), in eval mode
+    write(deployed, "onnx", out_dir)    # out_dir/model.onnx, model.json (and vocabulary.json or encoding.json)
 
 Inputs are what a user has: uint8 images (batch, channels, height, width) at the run's size, RGB or grey as it
-trained (normalised inside), or int64 token ids (batch, seq_len) encoded with the vocabulary written beside. The
-batch size is free. Outputs are each class's probability (a classifier's softmax; a task module may give another
-output by a `deployment_output()` method). Each format is checked after it is written: the file is loaded back and
-run on a batch of another size, and must agree with the run's own net.
+trained (normalised inside), int64 token ids (batch, seq_len) encoded with the vocabulary written beside, or a
+table's rows as float32 numbers (batch, features) encoded as encoding.json says. The batch size is free. Outputs
+are the task's predictions (models/tasks.py): each class's probability, or a regression's number in the label's
+unit. Each format is checked after it is written: the file is loaded back and run on a batch of another size, and
+must agree with the run's own net.
 """
 
 from __future__ import annotations
@@ -45,14 +46,26 @@ class Deployed(nn.Module):
         return self.output(self.net(self.preprocessing(x)))
 
 
+class TaskPredictions(nn.Module):
+    """The net's outputs -> what the run's task predicts: probabilities, or numbers in the label's unit."""
+
+    def __init__(self, task) -> None:
+        super().__init__()
+        self.task = task
+
+    def forward(self, outputs: torch.Tensor) -> torch.Tensor:
+        return self.task.predictions(outputs)
+
+
 @dataclass
 class Deployable:
-    """The module to write, an example of its inputs, and what the JSON beside it says."""
+    """The module to write, an example of its inputs, what the JSON beside it says, and other JSON files to write
+    beside it (the vocabulary of texts, the encoding of a table's columns), by name."""
 
     module: Deployed
     example: torch.Tensor
     description: dict
-    vocabulary: list[str] | None = None
+    beside: dict[str, object] | None = None
 
 
 def deployable(path: Path, overrides: list[str]) -> Deployable:
@@ -61,11 +74,23 @@ def deployable(path: Path, overrides: list[str]) -> Deployable:
     from experiments.run.finished import load
 
     cfg, datamodule, model, checkpoint = load(path, overrides)
-    spec = datamodule.spec
-    output = model.deployment_output() if hasattr(model, "deployment_output") else nn.Softmax(dim=1)
+    spec = model.hparams.spec  # the model's own: a table's data module would read its file to know it
+    output = model.deployment_output() if hasattr(model, "deployment_output") else TaskPredictions(model.task)
     module = Deployed(preprocessing(datamodule), model.net, output).eval().float()
-    names = class_names(datamodule, spec["num_classes"])
-    if spec["kind"] == "image":
+    beside: dict[str, object] = {}
+    if spec["kind"] == "table":
+        example = torch.randn(2, spec["features"])
+        encoding = datamodule.encoding
+        inputs = {
+            "name": "rows",
+            "dtype": "float32",
+            "shape": ["batch", spec["features"]],
+            "what": "a table's rows encoded as encoding.json says, in the order of its feature_names: numbers "
+            "standardised by their mean and std, booleans 0 or 1, a one-hot slot per category (the last, (other), "
+            "for any category not listed), a missing number as 0 (the mean) with 1 in its (missing) column",
+        }
+        beside["encoding.json"] = {**encoding.state(), "feature_names": encoding.feature_names}
+    elif spec["kind"] == "image":
         channels, height, width = spec["shape"]
         example = torch.randint(0, 256, (2, channels, height, width), dtype=torch.uint8)
         inputs = {
@@ -75,7 +100,7 @@ def deployable(path: Path, overrides: list[str]) -> Deployable:
             "what": f"pixels 0..255, {'RGB' if channels == 3 else 'grey'}, channels first, resized to "
             f"{height}x{width} as the run's images were (Pillow, Lanczos); normalised inside the model",
         }
-    else:
+    else:  # texts
         example = torch.randint(0, spec["vocab_size"], (2, spec["seq_len"]), dtype=torch.int64)
         example[1, spec["seq_len"] // 2 :] = spec["pad_index"]
         inputs = {
@@ -88,18 +113,27 @@ def deployable(path: Path, overrides: list[str]) -> Deployable:
             "pad_index": spec["pad_index"],
             "unknown_index": 1,
         }
+    if model.task.name == "regression":
+        label = cfg.data.get("label_column", "value")
+        outputs = {"name": "values", "dtype": "float32", "shape": ["batch"], "what": f"the predicted {label}"}
+        about: dict = {"task": "regression"}
+    else:
+        names = class_names(datamodule, spec["num_classes"])
+        outputs = {"name": "probabilities", "dtype": "float32", "shape": ["batch", len(names)]}
+        about = {"class_names": names}
     description = {
         "inputs": inputs,
-        "outputs": {"name": "probabilities", "dtype": "float32", "shape": ["batch", len(names)]},
-        "class_names": names,
+        "outputs": outputs,
+        **about,
         "net": cfg.model.get("_target_"),
         "checkpoint": checkpoint.name,
     }
-    vocabulary = None
     if spec["kind"] == "text":
         datamodule.setup("predict")  # the vocabulary is read with the data
         vocabulary = getattr(datamodule, "vocabulary", None)
-    return Deployable(module, example, description, list(vocabulary) if vocabulary is not None else None)
+        if vocabulary is not None:
+            beside["vocabulary.json"] = list(vocabulary)
+    return Deployable(module, example, description, beside)
 
 
 def export(deployable: Deployable, format: str, out_dir: Path) -> list[Path]:
@@ -120,9 +154,9 @@ def export(deployable: Deployable, format: str, out_dir: Path) -> list[Path]:
         raise UserError(f"this net cannot be exported as {format} ({first_line(str(error))[:300]}); {then}") from error
     files = [path]
     description = {"format": format, "file": path.name, **deployable.description}
-    if deployable.vocabulary is not None:
-        files.append(write_json(out_dir / "vocabulary.json", deployable.vocabulary))
-        description["vocabulary"] = "vocabulary.json"
+    for name, value in (deployable.beside or {}).items():
+        files.append(write_json(out_dir / name, value))
+        description[name.removesuffix(".json")] = name  # "vocabulary": "vocabulary.json"
     files.append(write_json(out_dir / "model.json", description))
     return files
 
@@ -140,14 +174,16 @@ def writes(deployable: Deployable, format: str) -> bool:
 def write_checked(deployable: Deployable, format: str, out_dir: Path) -> Path:
     """The model written in `format`, loaded back and run on a batch of three: it must agree with the net."""
     module, example = deployable.module, deployable.example
-    metadata = json.dumps({"class_names": deployable.description["class_names"]})
+    about = ("class_names", "task")
+    metadata = json.dumps({key: value for key, value in deployable.description.items() if key in about})
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / FORMATS[format]
     temporary = path.with_name(f"{path.stem}.part{path.suffix}")  # renamed when whole; its suffix, as torch wants
     writer = {"onnx": write_onnx, "torch_export": write_torch_export, "torchscript": write_torchscript}[format]
     try:
         with quiet_exporters():
-            writer(module, example, temporary, metadata, deployable.description["inputs"]["name"])
+            names = (deployable.description["inputs"]["name"], deployable.description["outputs"]["name"])
+            writer(module, example, temporary, metadata, names)
         temporary.replace(path)
     finally:
         temporary.unlink(missing_ok=True)
@@ -176,7 +212,7 @@ def quiet_exporters() -> Iterator[None]:
             logging.disable(logging.NOTSET)
 
 
-def write_onnx(module: nn.Module, example: torch.Tensor, path: Path, metadata: str, input_name: str) -> None:
+def write_onnx(module: nn.Module, example: torch.Tensor, path: Path, metadata: str, names: tuple[str, str]) -> None:
     try:
         import onnx
         import onnxscript  # noqa: F401  torch's ONNX exporter needs it
@@ -191,8 +227,8 @@ def write_onnx(module: nn.Module, example: torch.Tensor, path: Path, metadata: s
             module,
             (example,),
             dynamic_shapes={"x": {0: batch}},
-            input_names=[input_name],
-            output_names=["probabilities"],
+            input_names=[names[0]],
+            output_names=[names[1]],
             dynamo=True,
             verbose=False,
         )
@@ -202,13 +238,13 @@ def write_onnx(module: nn.Module, example: torch.Tensor, path: Path, metadata: s
     onnx.save(model, str(path))
 
 
-def write_torch_export(module: nn.Module, example: torch.Tensor, path: Path, metadata: str, input_name: str) -> None:
+def write_torch_export(module: nn.Module, example: torch.Tensor, path: Path, metadata: str, names: tuple) -> None:
     batch = torch.export.Dim("batch", min=1)
     program = torch.export.export(module, (example,), dynamic_shapes={"x": {0: batch}}, strict=False)
     torch.export.save(program, str(path), extra_files={"experiments.json": metadata})
 
 
-def write_torchscript(module: nn.Module, example: torch.Tensor, path: Path, metadata: str, input_name: str) -> None:
+def write_torchscript(module: nn.Module, example: torch.Tensor, path: Path, metadata: str, names: tuple) -> None:
     with torch.no_grad(), warnings.catch_warnings():  # torch deprecates TorchScript for torch.export: said in --help
         warnings.simplefilter("ignore", FutureWarning)
         traced = torch.jit.trace(module, (example,), check_trace=False)
