@@ -167,6 +167,7 @@ def seed_groups(rows: list[dict], metrics: list[str]) -> list[dict]:
         group["jobs"] = sorted(numbers, key=lambda n: int(n) if n.isdigit() else math.inf)
         group["error"] = None if done else jobs[0]["error"]
         group["objective_metric"], group["objective_mode"] = jobs[0]["objective_metric"], jobs[0]["objective_mode"]
+        group["members"] = [job["objective"] for job in done if job["objective"] is not None]  # drawn as dots
         for metric in metrics:
             values = [job[metric] for job in done if job.get(metric) is not None]
             mean = statistics.fmean(values) if values else None
@@ -266,6 +267,9 @@ def plot(rows: list[dict], path: Path) -> None:
     positions = range(len(rows))
     spread = [r.get("objective std") or 0.0 for r in rows]
     axes.barh(positions, values, xerr=spread, color=[colours.get(r["status"], "black") for r in rows])
+    for position, row in zip(positions, rows, strict=True):  # a group's jobs (its seeds, its folds) as dots
+        members = row.get("members", [])
+        axes.scatter(members, [position] * len(members), color="black", s=10, zorder=3)
     for position, row in zip(positions, rows, strict=True):
         text = f" {row['status']}: {row['error']}"
         if row["status"] in ("completed", "pruned") and row["objective"] is not None:
@@ -273,12 +277,15 @@ def plot(rows: list[dict], path: Path) -> None:
         if "n" in row and row["status"] == "completed":
             text += f" ± {row['objective std'] or 0.0:.4f} (n={row['n']})"
         colour = "black" if row["status"] == "completed" else colours.get(row["status"], "black")
-        axes.text(row["objective"] or 0.0, position, text[:70], va="center", fontsize=8, color=colour)
+        right = max([row["objective"] or 0.0, (row["objective"] or 0.0) + (row.get("objective std") or 0.0)])
+        right = max([right, *row.get("members", [])])  # the text after the bar, its spread and its dots
+        axes.text(right, position, text[:70], va="center", fontsize=8, color=colour)
     axes.set_yticks(list(positions), labels, fontsize=8)
     axes.invert_yaxis()
     metric = next((f"{r['objective_metric']} ({r['objective_mode']})" for r in rows if r["objective_metric"]), "")
     axes.set_xlabel(metric)
     over = " and ".join(f"{kind}s" for kind in REPEATS.values() if any(kind in r.get("over", ()) for r in rows))
-    axes.set_title(f"{len(rows)} {f'groups over {over}' if rows and 'n' in rows[0] else 'jobs'}, best first")
+    kind = (f"group over {over}" if len(rows) == 1 else f"groups over {over}") if rows and "n" in rows[0] else "jobs"
+    axes.set_title(f"{len(rows)} {kind}, best first")
     figure.savefig(path, format="png", dpi=100)
     plt.close(figure)
