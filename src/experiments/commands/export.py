@@ -6,8 +6,9 @@
     experiments export <run> --out deployed/ data.root=/elsewhere/photos           # overrides, as for evaluate
 
 The file holds the run's preprocessing (images: uint8 pixels in, normalised inside; texts: token ids in, the
-vocabulary written beside it as vocabulary.json), the net, and the softmax: its output is each class's
-probability, for any batch size. The class names are in the file's metadata (ONNX: the model property
+vocabulary written beside it as vocabulary.json; tables: rows encoded as encoding.json beside it says), the net,
+and the task's output: each class's probability (a softmax), or a regression's number in the label's unit, for
+any batch size. The class names are in the file's metadata (ONNX: the model property
 `experiments`; torch.export and TorchScript: the extra file `experiments.json`) and in model.json beside it, which
 also says what the inputs must be. ONNX needs `pip install 'experiments[export]'`; ONNX Runtime runs the file:
 

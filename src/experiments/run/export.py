@@ -75,8 +75,7 @@ def deployable(path: Path, overrides: list[str]) -> Deployable:
 
     cfg, datamodule, model, checkpoint = load(path, overrides)
     spec = model.hparams.spec  # the model's own: a table's data module would read its file to know it
-    output = model.deployment_output() if hasattr(model, "deployment_output") else TaskPredictions(model.task)
-    module = Deployed(preprocessing(datamodule), model.net, output).eval().float()
+    module = Deployed(preprocessing(datamodule), model.net, TaskPredictions(model.task)).eval().float()
     beside: dict[str, object] = {}
     if spec["kind"] == "table":
         example = torch.randn(2, spec["features"])
