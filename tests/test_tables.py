@@ -256,3 +256,21 @@ def test_bad_tables_and_settings_are_one_line_each(tmp_path):
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and message in lines[0], (args, result.stderr[-1500:])
         assert not (run / "metrics.json").exists()
+
+
+def test_a_tables_folds_partition_its_training_rows_and_leave_the_test_alone(tmp_path):
+    houses(90).to_csv(tmp_path / "houses.csv", index=False)
+    val_sizes, val_classes, tests = [], torch.zeros(2), []
+    for fold in range(3):
+        data = table_module(tmp_path / "houses.csv", label_column="size", folds=3, fold=fold)
+        data.setup("fit")
+        (_, train), (_, val), (_, test) = (data.splits[s] for s in ("train", "val", "test"))
+        assert len(train) + len(val) == 72  # the 80 % left after the test part, in every fold
+        val_sizes.append(len(val))
+        val_classes += torch.bincount(val, minlength=2)
+        tests.append(test)
+    assert sum(val_sizes) == 72 and max(val_sizes) - min(val_sizes) <= 1  # each row validates once
+    assert val_classes.tolist() == torch.bincount(torch.cat([train, val]), minlength=2).tolist()
+    assert all(torch.equal(tests[0], t) for t in tests)  # the same test rows, in the same order
+    with pytest.raises(UserError, match=re.escape("data.fold=3 is not allowed")):
+        table_module(tmp_path / "houses.csv", label_column="size", folds=3, fold=3)
