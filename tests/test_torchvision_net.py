@@ -225,3 +225,27 @@ def test_a_vision_transformer_gets_the_one_size_it_takes():
     net = TorchvisionNet({"kind": "image", "shape": [3, 32, 32], "num_classes": 2}, "vit_b_16", None)
     assert net.image_size == 224
     assert net(torch.zeros(1, 3, 32, 32)).shape == (1, 2)
+
+
+def test_a_run_resumed_after_its_backbone_was_unfrozen_ends_as_an_uninterrupted_one(make_config, tmp_path):
+    """The backbone's parameter group, added when it was unfrozen, comes back with the resumed run (Lightning's
+    BaseFinetuning state) and rejoins the schedule: the same weights at the end as a run never stopped."""
+    from experiments.run.task import train
+
+    # A constant rate: a cosine schedule would depend on max_epochs, which the cut run changes.
+    settings = ["data=digits", "model=torchvision", "model.weights=null", "logger=none", "deterministic=true"]
+    settings.append("scheduler=constant")
+    whole = make_config(*settings, "trainer.max_epochs=3", f"paths.output_dir={tmp_path / 'whole'}")
+    train(whole)
+    train(make_config(*settings, "trainer.max_epochs=2", f"paths.output_dir={tmp_path / 'cut'}"))
+    resumed = make_config(
+        *settings,
+        "trainer.max_epochs=3",
+        f"paths.output_dir={tmp_path / 'cut'}",
+        f"resume={tmp_path / 'cut' / 'checkpoints' / 'last.ckpt'}",
+    )
+    train(resumed)
+    ends = [torch.load(tmp_path / run / "checkpoints" / "last.ckpt")["state_dict"] for run in ("whole", "cut")]
+    assert ends[0].keys() == ends[1].keys()
+    worst = max((ends[0][k].float() - ends[1][k].float()).abs().max().item() for k in ends[0])
+    assert all(torch.equal(ends[0][key], ends[1][key]) for key in ends[0]), worst

@@ -53,7 +53,14 @@ class BackboneFinetuning(LightningBackboneFinetuning):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.backbone(pl_module)  # one line now, not at the first epoch
+        resumed = self._restarting  # Lightning puts back the backbone's group a run had when it stopped
+        groups = [len(optimizer.param_groups) for optimizer in trainer.optimizers]
         BaseFinetuning.on_fit_start(self, trainer, pl_module)
+        if resumed and [len(optimizer.param_groups) for optimizer in trainer.optimizers] != groups:
+            # It had unfrozen the backbone, which `freeze_before_training` froze again at this fit's setup.
+            self.make_trainable(self.backbone(pl_module))
+            for config in trainer.lr_scheduler_configs:
+                rejoin_schedule(config.scheduler, config.scheduler.optimizer)
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         if self.freeze_epochs > 0:
@@ -96,3 +103,14 @@ def follow_schedule(schedule, optimizer: Optimizer, ratio: float) -> None:
         schedule.base_lrs.append(group["initial_lr"])
     if hasattr(schedule, "_last_lr"):
         schedule._last_lr.append(group["lr"])
+
+
+def rejoin_schedule(schedule, optimizer: Optimizer) -> None:
+    """A resumed run's schedule, built for the groups its optimiser had at the start, given the backbone's group
+    that the fine-tuning put back (the values the group needs come with the schedule's and the optimiser's saved
+    states; here only the lists that must have one entry a group)."""
+    groups = len(optimizer.param_groups)
+    lists = [schedule.min_lrs] if isinstance(schedule, lr_scheduler.ReduceLROnPlateau) else [schedule.base_lrs]
+    lists += [getattr(schedule, name) for name in ("lr_lambdas", "_last_lr") if hasattr(schedule, name)]
+    for values in lists:
+        values.extend(values[:1] * (groups - len(values)))

@@ -186,6 +186,14 @@ def check_resumable(checkpoint: dict, model: torch.nn.Module, optimizer_groups: 
             "differs); resume with the run's own model settings"
         )
     saved_groups = [len(state["param_groups"]) for state in checkpoint.get("optimizer_states", [])]
+    # A fine-tuning callback (Lightning's BaseFinetuning) that unfroze a backbone added a group, and puts it back
+    # when the run resumes, from what it saved: those groups are what the checkpoint's optimiser state must match.
+    added = [
+        len(state["internal_optimizer_metadata"].get(0, []))
+        for state in checkpoint.get("callbacks", {}).values()
+        if isinstance(state, dict) and state.get("internal_optimizer_metadata")
+    ]
+    optimizer_groups = max([optimizer_groups, *added])
     if saved_groups and saved_groups != [optimizer_groups]:
         raise UserError(
             f"cannot resume: these settings give the optimiser {optimizer_groups} parameter groups, "
