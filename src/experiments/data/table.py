@@ -118,8 +118,8 @@ class TableDataModule(InMemoryDataModule):
         return self._spec
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits and (stage == "predict" or set(self.splits) != {"predict"}):
-            return  # read already; or new rows to predict, encoded with the checkpoint's encoding: nothing to read
+        if "train" in self.splits or (stage == "predict" and self.encoding is not None):
+            return  # read already; or new rows to predict with the encoding a checkpoint gave: nothing to read
         settings = {
             "format": CACHE_FORMAT,
             "rows": self.fingerprint(),
@@ -132,7 +132,7 @@ class TableDataModule(InMemoryDataModule):
         cache = SettingsCache(self.data_dir / "table_cache", type(self).__name__.lower(), settings)
         stored = cache.read() if cache.path.is_file() else None
         stored = stored or cache.write(self._encode())
-        self.splits = {name: (x, y) for name, (x, y) in stored["splits"].items()}
+        self.splits.update(stored["splits"])  # beside the rows to predict, if any
         self._learnt(stored["encoding"], stored["target"], features=stored["splits"]["train"][0].shape[1])
 
     def _learnt(self, encoding: dict, target: dict, features: int) -> None:
@@ -208,7 +208,10 @@ class TableDataModule(InMemoryDataModule):
 
     def _target(self, labels) -> dict:
         """From the training labels: the classes' names in their sorted order, or the numbers' mean and std."""
-        distinct = sorted(labels.unique())  # numbers by value, text by text
+        try:
+            distinct = sorted(labels.unique())  # numbers by value, text by text
+        except TypeError:  # a column of mixed types (numbers and text): all as text
+            distinct = sorted(labels.unique(), key=str)
         if len(distinct) < 2:
             raise UserError(f"every training row's {self.label_column!r} is {distinct[0]!r}: there is nothing to learn")
         if self.task == "regression":

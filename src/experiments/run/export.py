@@ -113,7 +113,7 @@ def deployable(path: Path, overrides: list[str]) -> Deployable:
             "unknown_index": 1,
         }
     if model.task.name == "regression":
-        label = cfg.data.get("label_column", "value")
+        label = getattr(datamodule, "label_column", "value")  # a bundled table's comes with it, not its config
         outputs = {"name": "values", "dtype": "float32", "shape": ["batch"], "what": f"the predicted {label}"}
         about: dict = {"task": "regression"}
     else:
